@@ -1,0 +1,1 @@
+"""One Ray job per stage of the recipe; ``python -m jobs.<stage> --config <yaml> [key=value ...]``."""

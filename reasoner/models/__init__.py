@@ -1,0 +1,1 @@
+"""Models: builders of the embedded default checkpoints, loading, and the log-prob scorer."""

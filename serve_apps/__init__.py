@@ -1,0 +1,1 @@
+"""Ray Serve applications; each module exports ``build_app(args) -> Application``."""
