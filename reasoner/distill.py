@@ -1,0 +1,272 @@
+"""Stage (A), distillation: teacher rationales, kept only where their answer is right.
+
+For each example (a row of the examples artifact) a teacher writes a chain-of-thought rationale
+(``reasoner.teacher``); the rationale is kept only if the answer after its ``### Answer:`` marker
+scores as correct against the example's short answers with the example's metric (Zhang et al.
+2024, section 3.1: "we filtered out examples whose answer predicted by GPT-4o is different from
+ground truth"). The SFT data then holds, per example (section 3.2):
+
+- a CoT row: prompt ``build_prompt(question, choices, "cot")``, completion the rationale,
+  normalised to one step a line ending in ``### Answer: <answer>`` (for multiple choice, the
+  option's letter);
+- a direct row: prompt ``build_prompt(question, choices, "direct")``, completion the ground-truth
+  short answer ``answers[0]``. It comes from the ground truth, not the teacher, so it is written
+  for every usable example (``include_direct``), also where the rationale is rejected. The paper
+  trains on the distilled CoT and "corresponding short answers" together (section 4.1); its equal
+  counts (193k each) suggest direct rows only for kept examples, but a ground-truth answer is
+  right whatever the teacher did, so none is thrown away here. Filter on ``mode`` to match.
+
+Row ids: both rows keep the example's ``id``; ``(id, mode)`` is unique in sft_data, so every row
+traces back to its example and the two modes of an example stay paired.
+
+Rejections (``<run>/rejected/distill``, reason column): an unusable example (bad row, unreadable
+image) before any request; "teacher error after retries: ..."; "no answer marker in teacher
+output"; "teacher gave no reasoning steps"; "teacher answer wrong: got X, expected Y". A reply
+that the ``Budget`` stopped produces neither rows nor a rejection: the outcome is ``pending``, for
+a rerun to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reasoner.answers import extract_answer, is_correct, predicted_letter, score
+from reasoner.config.base import check, option
+from reasoner.data.images import ImageError, decode_image
+from reasoner.prompts import build_prompt, format_cot
+from reasoner.schema import rejected_row, row_problem
+from reasoner.teacher import Budget, GroundTruthTeacher, OpenAITeacher, Teacher, TeacherReply
+
+logger = logging.getLogger(__name__)
+
+STAGE = "distill"
+NO_MARKER = "no answer marker in teacher output"
+NO_STEPS = "teacher gave no reasoning steps"
+TEACHER_ERROR = "teacher error after retries"
+
+_MARKER = re.compile(r"###\s*answer\s*:", re.IGNORECASE)  # as reasoner.answers.extract_answer
+_BULLET = re.compile(r"^(?:[-*\u2022]\s+|(?:step\s*)?\d{1,2}[.):]\s+)", re.IGNORECASE)
+
+
+@dataclass
+class DistillConfig:
+    """Stage distill: which teacher writes the rationales, how it is called, what is kept."""
+
+    teacher: Literal["openai", "ground_truth"] = option(
+        "ground_truth", "'openai': an OpenAI-compatible endpoint (GPT-4o, a vLLM server); 'ground_truth': the "
+        "examples' own rationales (the synthetic suite's offline teacher)")
+    model: str = option("gpt-4o", "model name the endpoint serves (teacher: openai)")
+    base_url: str | None = option(
+        None, "the endpoint's .../v1 URL; null: OPENAI_BASE_URL, else OpenAI's API. The key comes from "
+        "OPENAI_API_KEY (not needed for a local 127.0.0.1 server)")
+    temperature: float = option(0.0, "sampling temperature of the teacher, in [0, 2] (0: greedy)")
+    max_tokens: int = option(512, "longest rationale in tokens (the paper's CoT responses peak near 100)")
+    max_concurrency: int = option(16, "teacher requests in flight at once, per worker")
+    max_retries: int = option(5, "retries of a failed request (429, 5xx, timeouts) by the openai client")
+    timeout_s: float = option(60.0, "seconds per request attempt")
+    max_requests: int | None = option(None, "stop asking after this many requests, per worker (null: no limit)")
+    max_tokens_budget: int | None = option(
+        None, "stop asking once this many prompt + completion tokens are spent, per worker (null: no limit)")
+    correct_threshold: float = option(0.5, "a rationale is kept when its answer's score is >= this, in [0, 1]")
+    include_direct: bool = option(True, "also write a direct row (the ground-truth short answer) per usable example")
+    answer_hint: bool = option(
+        False, "tell the teacher the ground-truth answer as a hint (more yield on hard data; rationales may "
+        "argue backwards from it)")
+
+    def __post_init__(self) -> None:
+        check(self.teacher in ("openai", "ground_truth"), "distill.teacher", self.teacher,
+              "use 'openai' or 'ground_truth'")
+        check(isinstance(self.model, str) and bool(self.model.strip()), "distill.model", self.model,
+              "give the served model's name, e.g. 'gpt-4o'")
+        check(self.base_url is None or (isinstance(self.base_url, str)
+                                        and self.base_url.startswith(("http://", "https://"))),
+              "distill.base_url", self.base_url, "give an http(s) URL ending in /v1, or null for OPENAI_BASE_URL")
+        check(_number(self.temperature) and 0 <= self.temperature <= 2, "distill.temperature", self.temperature,
+              "use a number in [0, 2]; 0 for greedy")
+        for name, low in (("max_tokens", 1), ("max_concurrency", 1), ("max_retries", 0)):
+            value = getattr(self, name)
+            check(_integer(value) and value >= low, f"distill.{name}", value, f"use an integer >= {low}")
+        check(_number(self.timeout_s) and self.timeout_s > 0, "distill.timeout_s", self.timeout_s,
+              "use seconds > 0, e.g. 60")
+        for name in ("max_requests", "max_tokens_budget"):
+            value = getattr(self, name)
+            check(value is None or (_integer(value) and value >= 0), f"distill.{name}", value,
+                  "use a non-negative integer, or null for no limit")
+        check(_number(self.correct_threshold) and 0 <= self.correct_threshold <= 1, "distill.correct_threshold",
+              self.correct_threshold, "use a number in [0, 1]; 0.5 is the recipe's")
+        for name in ("include_direct", "answer_hint"):
+            check(isinstance(getattr(self, name), bool), f"distill.{name}", getattr(self, name), "use true or false")
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def make_teacher(config: DistillConfig, budget: Budget | None = None) -> Teacher:
+    """The teacher ``config`` names; an OpenAI teacher gets ``budget`` or one from the config."""
+    if config.teacher == "ground_truth":
+        return GroundTruthTeacher()
+    if budget is None:
+        budget = Budget(config.max_requests, config.max_tokens_budget)
+    return OpenAITeacher(config.model, base_url=config.base_url, temperature=config.temperature,
+                         max_tokens=config.max_tokens, timeout_s=config.timeout_s, max_retries=config.max_retries,
+                         max_concurrency=config.max_concurrency, budget=budget, answer_hint=config.answer_hint)
+
+
+@dataclass(frozen=True)
+class DistillOutcome:
+    """What became of one example.
+
+    ``rows``: its sft_data rows (a CoT row if the rationale was kept, a direct row if
+    ``include_direct``). ``rejected``: a row of the rejected artifact if the example or its
+    rationale was rejected (the direct row may still be in ``rows``). ``pending``: the budget
+    stopped the request; neither rows nor a rejection, so a rerun asks again.
+    """
+
+    id: str | None
+    rows: list[dict] = field(default_factory=list)
+    rejected: dict | None = None
+    pending: bool = False
+
+    @property
+    def kept(self) -> bool:
+        """Whether the teacher's rationale became a CoT row."""
+        return any(row["mode"] == "cot" for row in self.rows)
+
+
+def as_python(example: dict) -> dict:
+    """``example`` with array-valued ``choices`` / ``answers`` (Ray Data hands lists to batch
+    functions as numpy arrays) turned into lists; other values are left as they are."""
+    out = dict(example)
+    for key in ("choices", "answers"):
+        if hasattr(out.get(key), "tolist"):
+            out[key] = out[key].tolist()
+    return out
+
+
+def example_problem(example: dict) -> str | None:
+    """Why ``example`` cannot be distilled (checked before asking a teacher), or None.
+
+    The examples schema's checks (``row_problem``: answers present, metric known, ...), a
+    question and options ``build_prompt`` accepts, and an image ``decode_image`` reads.
+    """
+    problem = row_problem(example, "examples")
+    if problem is not None:
+        return f"unusable example: {problem}"
+    try:
+        build_prompt(example["question"], example["choices"], "cot")
+    except (TypeError, ValueError) as e:
+        return f"unusable example: {e}"
+    try:
+        decode_image(example["image"])
+    except ImageError as e:
+        return f"unusable example: unreadable image: {e}"
+    return None
+
+
+def normalise_rationale(text: str, choices: list[str] | None = None) -> str:
+    """The rationale as one step a line, ending in ``### Answer: <answer>``.
+
+    Steps are the non-empty lines before the last marker (text before the marker on its line
+    included), stripped, without list bullets or step numbers ("- ", "1. ", "Step 2:"); lines
+    holding an earlier marker are dropped. The answer is ``extract_answer``'s; for multiple
+    choice, the option's letter where it can be told. Raises ValueError with the rejection
+    reason (``NO_MARKER``, ``NO_STEPS``).
+    """
+    answer = extract_answer(text)
+    if answer is None:
+        raise ValueError(NO_MARKER)
+    if choices is not None:
+        answer = predicted_letter(answer, choices) or answer
+    last = list(_MARKER.finditer(text))[-1]
+    steps = []
+    for line in text[: last.start()].splitlines():
+        line = _BULLET.sub("", line.strip()).strip()
+        if line and not _MARKER.search(line):
+            steps.append(line)
+    if not steps:
+        raise ValueError(NO_STEPS)
+    return format_cot(steps, answer)
+
+
+def _expected(answers: list[str]) -> str:
+    return answers[0] if len(answers) == 1 else f"one of {answers[:5]}" + (" ..." if len(answers) > 5 else "")
+
+
+def _cot_row(example: dict, reply: TeacherReply, config: DistillConfig) -> tuple[dict | None, str | None]:
+    """(the CoT row, None) if the rationale is kept, else (None, the rejection reason)."""
+    if reply.text is None:
+        return None, f"{TEACHER_ERROR}: {reply.error}"
+    try:
+        completion = normalise_rationale(reply.text, example["choices"])
+    except ValueError as e:
+        reason = str(e)
+        if reason == NO_MARKER and reply.finish_reason == "length":
+            reason += " (cut off at max_tokens)"
+        return None, reason
+    answer = extract_answer(reply.text)
+    value = score(answer, example["answers"], example["metric"], example["choices"])
+    if not is_correct(value, example["metric"], config.correct_threshold):
+        return None, f"teacher answer wrong: got {answer}, expected {_expected(example['answers'])}"
+    return {"id": example["id"], "image": example["image"], "mode": "cot", "completion": completion,
+            "prompt": build_prompt(example["question"], example["choices"], "cot")}, None
+
+
+def _outcome(example: dict, reply: TeacherReply, config: DistillConfig) -> DistillOutcome:
+    """The outcome of a usable example given the teacher's reply."""
+    if reply.budget_exhausted:
+        return DistillOutcome(example["id"], pending=True)
+    rows = []
+    cot, reason = _cot_row(example, reply, config)
+    if cot is not None:
+        rows.append(cot)
+    if config.include_direct:
+        rows.append({"id": example["id"], "image": example["image"], "mode": "direct",
+                     "prompt": build_prompt(example["question"], example["choices"], "direct"),
+                     "completion": example["answers"][0].strip()})
+    rejected = None if reason is None else rejected_row(example, STAGE, reason)
+    return DistillOutcome(example["id"], rows, rejected)
+
+
+def distill_rows(example: dict, reply: TeacherReply, config: DistillConfig) -> DistillOutcome:
+    """The sft_data rows and the rejection of one example, given the teacher's ``reply``.
+
+    An unusable example (``example_problem``) is rejected whatever the reply. A
+    budget-exhausted reply makes the outcome pending. Otherwise the rationale is kept as a CoT
+    row if ``is_correct(score(extract_answer(reply.text), answers, metric, choices), metric)``
+    (with ``config.correct_threshold``), and the direct row is added if ``include_direct``.
+    """
+    example = as_python(example)
+    problem = example_problem(example)
+    if problem is not None:
+        return DistillOutcome(example.get("id"), rejected=rejected_row(example, STAGE, problem))
+    return _outcome(example, reply, config)
+
+
+async def distill_examples(examples: list[dict], teacher: Teacher, config: DistillConfig) -> list[DistillOutcome]:
+    """Distill ``examples``: reject the unusable ones without a request, ask ``teacher`` about
+    the rest (concurrently, as the teacher allows), and return one outcome per example, in order.
+    """
+    examples = [as_python(e) for e in examples]
+    problems = [example_problem(e) for e in examples]
+    usable = [e for e, p in zip(examples, problems) if p is None]
+    replies = iter(await teacher.generate_many(usable))
+    outcomes = []
+    for example, problem in zip(examples, problems):
+        if problem is not None:
+            outcomes.append(DistillOutcome(example.get("id"), rejected=rejected_row(example, STAGE, problem)))
+        else:
+            outcomes.append(_outcome(example, next(replies), config))
+    kept = sum(o.kept for o in outcomes)
+    pending = sum(o.pending for o in outcomes)
+    rejected = sum(o.rejected is not None for o in outcomes)
+    logger.info("distilled %d examples: %d rationales kept, %d rejected, %d pending (budget)",
+                len(examples), kept, rejected, pending)
+    return outcomes
