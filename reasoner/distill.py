@@ -31,13 +31,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from reasoner.answers import extract_answer, is_correct, predicted_letter, score
-from reasoner.config.base import check, option
-from reasoner.data.images import ImageError, decode_image
+from reasoner.options import check, option
+from reasoner.data.examples import as_python, example_problem
 from reasoner.prompts import build_prompt, format_cot
-from reasoner.schema import rejected_row, row_problem
+from reasoner.schema import rejected_row
 from reasoner.teacher import Budget, GroundTruthTeacher, OpenAITeacher, Teacher, TeacherReply
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ _BULLET = re.compile(r"^(?:[-*\u2022]\s+|(?:step\s*)?\d{1,2}[.):]\s+)", re.IGNOR
 @dataclass
 class DistillConfig:
     """Stage distill: which teacher writes the rationales, how it is called, what is kept."""
+
+    # How the work is run, not what it makes: a rerun may change these and resume the artifact.
+    OPERATIONAL: ClassVar[tuple[str, ...]] = ("max_concurrency", "max_retries", "timeout_s", "max_requests",
+                                              "max_tokens_budget", "examples_per_part", "num_workers")
 
     teacher: Literal["openai", "ground_truth"] = option(
         "ground_truth", "'openai': an OpenAI-compatible endpoint (GPT-4o, a vLLM server); 'ground_truth': the "
@@ -75,30 +79,39 @@ class DistillConfig:
     answer_hint: bool = option(
         False, "tell the teacher the ground-truth answer as a hint (more yield on hard data; rationales may "
         "argue backwards from it)")
+    split: Literal["train", "val", "test"] = option("train", "split whose examples are distilled")
+    max_examples: int | None = option(None, "distill at most this many examples, the first by id (null: all)")
+    examples_per_part: int = option(256, "examples per batch and Parquet part (the unit of resumable work)")
+    num_workers: int = option(1, "Ray Data workers calling the teacher (each with max_concurrency requests)")
 
     def __post_init__(self) -> None:
-        check(self.teacher in ("openai", "ground_truth"), "distill.teacher", self.teacher,
+        check(self.teacher in ("openai", "ground_truth"), "teacher", self.teacher,
               "use 'openai' or 'ground_truth'")
-        check(isinstance(self.model, str) and bool(self.model.strip()), "distill.model", self.model,
+        check(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
               "give the served model's name, e.g. 'gpt-4o'")
         check(self.base_url is None or (isinstance(self.base_url, str)
                                         and self.base_url.startswith(("http://", "https://"))),
-              "distill.base_url", self.base_url, "give an http(s) URL ending in /v1, or null for OPENAI_BASE_URL")
-        check(_number(self.temperature) and 0 <= self.temperature <= 2, "distill.temperature", self.temperature,
+              "base_url", self.base_url, "give an http(s) URL ending in /v1, or null for OPENAI_BASE_URL")
+        check(_number(self.temperature) and 0 <= self.temperature <= 2, "temperature", self.temperature,
               "use a number in [0, 2]; 0 for greedy")
         for name, low in (("max_tokens", 1), ("max_concurrency", 1), ("max_retries", 0)):
             value = getattr(self, name)
-            check(_integer(value) and value >= low, f"distill.{name}", value, f"use an integer >= {low}")
-        check(_number(self.timeout_s) and self.timeout_s > 0, "distill.timeout_s", self.timeout_s,
+            check(_integer(value) and value >= low, name, value, f"use an integer >= {low}")
+        check(_number(self.timeout_s) and self.timeout_s > 0, "timeout_s", self.timeout_s,
               "use seconds > 0, e.g. 60")
         for name in ("max_requests", "max_tokens_budget"):
             value = getattr(self, name)
-            check(value is None or (_integer(value) and value >= 0), f"distill.{name}", value,
+            check(value is None or (_integer(value) and value >= 0), name, value,
                   "use a non-negative integer, or null for no limit")
-        check(_number(self.correct_threshold) and 0 <= self.correct_threshold <= 1, "distill.correct_threshold",
+        check(_number(self.correct_threshold) and 0 <= self.correct_threshold <= 1, "correct_threshold",
               self.correct_threshold, "use a number in [0, 1]; 0.5 is the recipe's")
+        check(self.max_examples is None or (_integer(self.max_examples) and self.max_examples >= 1),
+              "max_examples", self.max_examples, "use a positive integer, or null for all")
+        for name in ("examples_per_part", "num_workers"):
+            check(_integer(getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
+                  "use an integer >= 1")
         for name in ("include_direct", "answer_hint"):
-            check(isinstance(getattr(self, name), bool), f"distill.{name}", getattr(self, name), "use true or false")
+            check(isinstance(getattr(self, name), bool), name, getattr(self, name), "use true or false")
 
 
 def _integer(value: object) -> bool:
@@ -139,36 +152,6 @@ class DistillOutcome:
     def kept(self) -> bool:
         """Whether the teacher's rationale became a CoT row."""
         return any(row["mode"] == "cot" for row in self.rows)
-
-
-def as_python(example: dict) -> dict:
-    """``example`` with array-valued ``choices`` / ``answers`` (Ray Data hands lists to batch
-    functions as numpy arrays) turned into lists; other values are left as they are."""
-    out = dict(example)
-    for key in ("choices", "answers"):
-        if hasattr(out.get(key), "tolist"):
-            out[key] = out[key].tolist()
-    return out
-
-
-def example_problem(example: dict) -> str | None:
-    """Why ``example`` cannot be distilled (checked before asking a teacher), or None.
-
-    The examples schema's checks (``row_problem``: answers present, metric known, ...), a
-    question and options ``build_prompt`` accepts, and an image ``decode_image`` reads.
-    """
-    problem = row_problem(example, "examples")
-    if problem is not None:
-        return f"unusable example: {problem}"
-    try:
-        build_prompt(example["question"], example["choices"], "cot")
-    except (TypeError, ValueError) as e:
-        return f"unusable example: {e}"
-    try:
-        decode_image(example["image"])
-    except ImageError as e:
-        return f"unusable example: unreadable image: {e}"
-    return None
 
 
 def normalise_rationale(text: str, choices: list[str] | None = None) -> str:
@@ -270,3 +253,29 @@ async def distill_examples(examples: list[dict], teacher: Teacher, config: Disti
     logger.info("distilled %d examples: %d rationales kept, %d rejected, %d pending (budget)",
                 len(examples), kept, rejected, pending)
     return outcomes
+
+
+class DistillWorker:
+    """Ray Data actor: distill a batch of examples and write it as one part of ``<run>/sft_data``.
+
+    Rows left pending by a spent budget are written nowhere, so a rerun asks about them again.
+    Returns one summary row per batch, which the driver adds up.
+    """
+
+    def __init__(self, run, config: DistillConfig, artifact: str = "sft_data") -> None:
+        self.run, self.config, self.artifact = run, config, artifact
+        self.teacher = make_teacher(config, Budget(config.max_requests, config.max_tokens_budget))
+
+    def __call__(self, batch: dict) -> dict[str, list]:
+        import asyncio
+
+        from reasoner.data.examples import rows_from_batch
+
+        examples = rows_from_batch(batch)
+        outcomes = asyncio.run(distill_examples(examples, self.teacher, self.config))
+        done = [o for o in outcomes if not o.pending]
+        part = self.run.write_batch(self.artifact, STAGE, [o.id for o in done],
+                                    [row for o in done for row in o.rows],
+                                    [o.rejected for o in done if o.rejected is not None], schema_name="sft_data")
+        return {"part": [part], "examples": [len(examples)], "kept": [sum(o.kept for o in done)],
+                "rejected": [sum(o.rejected is not None for o in done)], "pending": [len(outcomes) - len(done)]}

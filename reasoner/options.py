@@ -195,6 +195,16 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
+def identity(config: Any) -> dict[str, Any]:
+    """The part of a config section that decides what its stage makes: :func:`to_dict` without the
+    fields the section lists in ``OPERATIONAL`` (how the work is run: concurrency, budgets,
+    batch sizes), so that changing those on a rerun resumes the same artifact."""
+    data = to_dict(config)
+    for name in getattr(type(config), "OPERATIONAL", ()):
+        data.pop(name, None)
+    return data
+
+
 def config_hash(config: Any) -> str:
     """A stable short hash of a config's content (sha256 of its canonical JSON)."""
     blob = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from reasoner.config.base import check, option
+from reasoner.options import check, option
 
 Row = Mapping[str, Any]
 TRUNCATE_MODES = ("head", "keep_answer")

@@ -21,6 +21,7 @@ cloud URIs (s3://, gs://, abfs://).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -75,8 +76,22 @@ def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, st
     return versions
 
 
+def _read_local_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def batch_part_name(ids: Iterable[str]) -> str:
+    """The part name of a batch of inputs, from their ids (the same inputs, the same name)."""
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+    return f"part-{digest}"
 
 
 @dataclass
@@ -174,6 +189,16 @@ class RunDir:
                 "use another run_dir, or set overwrite=true to rebuild it"
             )
         return True
+
+    def require(self, artifact: str) -> dict[str, Any]:
+        """The manifest of ``artifact``; a clear :class:`RunDirError` if it is missing or incomplete."""
+        manifest = self.manifest(artifact)
+        if manifest is None:
+            where = self.path(artifact)
+            if not self.exists(artifact):
+                raise RunDirError(f"{where} does not exist: run the stage that makes {artifact!r} first")
+            raise RunDirError(f"{where} is incomplete (no {MANIFEST}): run its stage again to finish it")
+        return manifest
 
     def begin(self, artifact: str, config: Mapping[str, Any], config_hash: str, *, stage: str | None = None,
               overwrite: bool = False) -> bool:
@@ -274,10 +299,8 @@ class RunDir:
         incomplete one (no manifest) unless ``require_complete`` is False.
         """
         where = self.path(artifact)
-        if require_complete and self.manifest(artifact) is None:
-            if not self.exists(artifact):
-                raise RunDirError(f"{where} does not exist: run the stage that makes {artifact!r} first")
-            raise RunDirError(f"{where} is incomplete (no {MANIFEST}): run its stage again to finish it")
+        if require_complete:
+            self.require(artifact)
         parts = self.parts(artifact)
         if not parts:
             raise RunDirError(f"{where} holds no Parquet parts: the stage that makes {artifact!r} wrote nothing")
@@ -286,6 +309,61 @@ class RunDir:
         if schema_name is not None:
             table = _schema.validate_table(table, schema_name)
         return table
+
+    # ------------------------------------------------------------------ directories of files (models)
+
+    def upload(self, local_dir: str, artifact: str) -> str:
+        """Copy the local directory ``local_dir`` into ``artifact`` (a no-op if it is already there)."""
+        target = self.path(artifact)
+        if self.is_local and os.path.abspath(local_dir) == target:
+            return target
+        pafs.copy_files(local_dir, target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        return target
+
+    def local_path(self, artifact: str, cache_dir: str) -> str:
+        """A local directory holding ``artifact``: itself on local disk, else a copy under ``cache_dir``.
+
+        Engines that need files on disk (vLLM, transformers) load models through this. A copy is
+        refreshed when the artifact's manifest differs from the copy's.
+        """
+        if self.is_local:
+            return self.path(artifact)
+        local = os.path.join(cache_dir, self.root.replace("/", "_"), artifact)
+        manifest = self.manifest(artifact)
+        copied = os.path.join(local, MANIFEST)
+        if manifest is None or _read_local_json(copied) != manifest:
+            pafs.copy_files(self.path(artifact), local, source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        return local
+
+    # ------------------------------------------------------------------ row-keyed work (Ray Data stages)
+
+    def write_batch(self, artifact: str, stage: str, batch_ids: Iterable[str], rows: list[dict[str, Any]],
+                    rejected: Iterable[dict[str, Any]] = (), schema_name: str | None = None) -> str:
+        """Write one batch's output rows and rejected rows as parts named by the batch's input ids.
+
+        Stages that stream rows through Ray Data (a batch per actor call) write this way; with
+        :meth:`done_ids`, a rerun skips the inputs already handled. Rejected rows (rows of the
+        ``rejected`` schema, see ``reasoner.schema.rejected_row``) are written first, so an input
+        is never both missing from the output and unaccounted for.
+        """
+        part = batch_part_name(batch_ids)
+        rejected = list(rejected)
+        if rejected:
+            table = pa.Table.from_pylist(rejected, schema=_schema.SCHEMAS["rejected"])
+            self.write_part(posixpath.join("rejected", stage), part, table)
+        if rows:
+            self.write_part(artifact, part, pa.Table.from_pylist(rows), schema_name=schema_name)
+        return part
+
+    def done_ids(self, artifact: str, stage: str) -> set[str]:
+        """Input ids that already have output in ``artifact`` or a rejection by ``stage``."""
+        ids: set[str] = set()
+        for name in (artifact, posixpath.join("rejected", stage)):
+            if self.parts(name):
+                column = self.read_table(name, columns=["id"], require_complete=False).column("id")
+                ids.update(i for i in column.to_pylist() if i is not None)
+        return ids
 
     def rejected(self, stage: str) -> RejectedWriter:
         return RejectedWriter(self, stage)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from reasoner.config.base import (
+from reasoner.options import (
     ConfigError,
     apply_overrides,
     check,
