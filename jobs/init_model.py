@@ -1,0 +1,55 @@
+"""Stage init_model: the tokenizer and the randomly initialised base model, into ``<run>/models/base``.
+
+    python -m jobs.init_model --config jobs/configs/default.yaml run_dir=runs/r1
+    ray job submit --working-dir . -- python -m jobs.init_model --config jobs/configs/default.yaml
+
+The tokenizer is trained on the text of the run's train examples (questions, options and
+rationales) and the paper's instructions; the model is the preset (``model.preset``) with random
+weights, saved in Hugging Face format in the layout transformers and vLLM both load.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import pyarrow.compute as pc
+
+from reasoner.config import RunConfig, config_hash, to_dict
+from reasoner.data.synthetic import suite_text
+from reasoner.rundir import RunDir, StageCounts
+
+from jobs._common import Timings, run_job
+
+logger = logging.getLogger("jobs.init_model")
+STAGE, ARTIFACT = "init_model", "models/base"
+
+
+def main(config: RunConfig) -> None:
+    from reasoner.models.build import build_base_model
+
+    section, timings = config.model, Timings()
+    run = RunDir(config.run_dir)
+    # The model depends on the examples it was trained on as much as on its own section.
+    examples_hash = (run.manifest("examples") or {}).get("config_hash")
+    provenance = {"model": to_dict(section), "examples_config_hash": examples_hash}
+    digest = config_hash(provenance)
+    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
+        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+        return
+    with timings.step("read examples"):
+        table = run.read_table("examples", columns=["split", "question", "choices", "rationale"])
+        train = table.filter(pc.equal(table.column("split"), "train")).to_pylist()
+    image_size = section.image_size or config.examples.synthetic.image_size
+    with timings.step("build"), tempfile.TemporaryDirectory() as scratch:
+        out = run.path(ARTIFACT) if run.is_local else scratch
+        build_base_model(out, section.preset, texts=suite_text(train), image_size=image_size, seed=section.seed)
+        run.upload(out, ARTIFACT)
+    run.finish(ARTIFACT, stage=STAGE, config=provenance, config_hash=digest,
+               counts=StageCounts(in_=len(train), out=1), seed=section.seed, timings=timings,
+               extra={"preset": section.preset, "image_size": image_size})
+    logger.info("base model (%s, %d px) -> %s", section.preset, image_size, run.path(ARTIFACT))
+
+
+if __name__ == "__main__":
+    run_job(STAGE, main, __doc__, sections=("model", "ray"), uses_ray=False)

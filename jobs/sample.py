@@ -1,0 +1,76 @@
+"""Stage sample (C1): many CoT candidates per train question from the SFT model, into ``<run>/candidates``.
+
+    python -m jobs.sample --config jobs/configs/default.yaml run_dir=runs/r1
+    ray job submit --working-dir . -- python -m jobs.sample --config jobs/configs/h100.yaml run_dir=s3://bucket/r1
+
+Ray Data streams the examples of ``sample.split`` through an actor pool of vLLM engines
+(``sample.num_engines``, each reserving ``cpus_per_engine`` / ``gpus_per_engine``); every batch
+of ``questions_per_part`` questions becomes one Parquet part. A rerun samples only the questions
+that have neither candidates nor a rejection yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pyarrow.compute as pc
+
+from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.rundir import RunDir, StageCounts
+from reasoner.sampling import SampleWorker
+
+from jobs._common import Timings, read_artifact_rows, run_job, select_ids
+
+logger = logging.getLogger("jobs.sample")
+STAGE, ARTIFACT = "sample", "candidates"
+
+
+def main(config: RunConfig) -> None:
+    import ray
+
+    section, timings = config.sample, Timings()
+    run = RunDir(config.run_dir)
+    model_manifest = run.require(section.model)
+    provenance = {"sample": identity(section), "model_config_hash": model_manifest["config_hash"],
+                  "examples_config_hash": (run.manifest("examples") or {}).get("config_hash")}
+    digest = config_hash(provenance)
+    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
+        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+        return
+    with timings.step("plan"):
+        ids = select_ids(run, section.split, section.max_questions)
+        finished = run.done_ids(ARTIFACT, STAGE)
+        todo = [i for i in ids if i not in finished]
+        logger.info("%d %s questions, %d already done, %d to sample (%d candidates each)",
+                    len(ids), section.split, len(ids) - len(todo), len(todo), section.num_samples)
+    if todo:
+        with timings.step("sample"):
+            model_dir = run.local_path(section.model, cache_dir=os.path.expanduser(config.cache_dir))
+            summary = read_artifact_rows(run, "examples", todo).map_batches(
+                SampleWorker,
+                fn_constructor_kwargs={"run": run, "model_dir": model_dir, "config": section},
+                batch_size=section.questions_per_part,
+                compute=ray.data.ActorPoolStrategy(size=section.num_engines),
+                num_cpus=section.cpus_per_engine,
+                num_gpus=section.gpus_per_engine,
+                runtime_env={"env_vars": dict(section.engine_env)},
+            ).take_all()
+            made = sum(r["candidates"] for r in summary)
+            logger.info("sampled %d candidates for %d questions (%d correct); %d questions rejected",
+                        made, sum(r["questions"] for r in summary), sum(r["correct"] for r in summary),
+                        sum(r["rejected"] for r in summary))
+    with timings.step("count"):
+        table = run.read_table(ARTIFACT, columns=["id", "correct"], require_complete=False)
+        questions = len(set(table.column("id").to_pylist()))
+        rejected = run.rejected_count(STAGE)
+        accuracy = pc.mean(table.column("correct").cast("float64")).as_py() if table.num_rows else None
+    run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sample": to_dict(section)}, config_hash=digest,
+               counts=StageCounts(in_=len(ids), out=questions, rejected=rejected), seed=section.seed,
+               timings=timings, extra={"candidates": table.num_rows, "mean_accuracy": accuracy})
+    logger.info("candidates: %d for %d questions, mean accuracy %s -> %s", table.num_rows, questions,
+                None if accuracy is None else f"{accuracy:.3f}", run.path(ARTIFACT))
+
+
+if __name__ == "__main__":
+    run_job(STAGE, main, __doc__, sections=("sample", "ray"))
