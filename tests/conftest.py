@@ -100,3 +100,17 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip (never fake) the tests marked ``gpu`` where there is no CUDA GPU."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none here")
+    for item in gpu_tests:
+        item.add_marker(skip)
