@@ -30,6 +30,7 @@ from reasoner.data.readers import DATASETS
 from reasoner.data.synthetic import SuiteConfig
 from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
+from reasoner.pairs import PairConfig
 from reasoner.sampling import SampleConfig
 
 __all__ = ["STAGES", "IMPLEMENTED_STAGES", "DEFAULT_STAGES", "ConfigError", "RunConfig", "load_run_config",
@@ -39,7 +40,7 @@ STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "buil
           "evaluate", "report")
 """Every stage of the recipe, in order (DESIGN.md)."""
 
-IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "sample")
+IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "sample", "build_pairs")
 """The stages that exist so far."""
 
 DEFAULT_STAGES = ("make_examples", "init_model", "distill")
@@ -126,6 +127,7 @@ class RunConfig:
     model: ModelSection = section(ModelSection, "stage init_model")
     distill: DistillConfig = section(DistillConfig, "stage distill (A)")
     sample: SampleConfig = section(SampleConfig, "stage sample (C1)")
+    pairs: PairConfig = section(PairConfig, "stage build_pairs (C2)")
 
     def __post_init__(self) -> None:
         check(bool(self.run_dir), "run_dir", self.run_dir, "give a local path or a URI such as s3://bucket/runs/r1")
