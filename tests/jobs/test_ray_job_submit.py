@@ -1,0 +1,75 @@
+"""The jobs through `ray job submit`, as on a cluster: to a local head node's job server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reasoner.rundir import RunDir
+from tests.jobs.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head_node(tmp_path_factory):
+    """A separate Ray head node with the job server (dashboard) on 127.0.0.1; stopped at the end."""
+    temp = tmp_path_factory.mktemp("ray-head")
+    port, dashboard = _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Every port of its own: the test session's cluster (and any other) holds Ray's default ones.
+    own_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+        "ray-client-server-port", "object-manager-port", "node-manager-port")]
+    start = [RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+             f"--temp-dir={temp}", "--disable-usage-stats", *own_ports]
+    subprocess.run(start, check=True, capture_output=True, text=True, timeout=180, env=env)
+    url = f"http://127.0.0.1:{dashboard}"
+    yield url, f"127.0.0.1:{port}"
+    # Stop only this head node's processes (not the session's own cluster): they run under its temp dir.
+    subprocess.run(["pkill", "-f", str(temp)], capture_output=True)
+    subprocess.run(["pkill", "-f", f"--gcs-address=127.0.0.1:{port}"], capture_output=True)
+
+
+def submit(url: str, *entrypoint: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`ray job submit` (retried while the job agent is still starting), waiting for the job to end."""
+    runtime_env = json.dumps({"excludes": [".venv", ".git", "runs", "**/__pycache__", ".pytest_cache"]})
+    cmd = [RAY, "job", "submit", "--address", url, "--working-dir", REPO, "--runtime-env-json", runtime_env,
+           "--", *entrypoint]
+    # The head node enables Ray's token authentication (its default); the CLI must use the token.
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if "No available agent" not in done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(2)
+
+
+def test_make_examples_and_distill_as_ray_jobs(head_node, tmp_path) -> None:
+    url, _ = head_node
+    run_dir = tmp_path / "submitted"
+    common = [f"run_dir={run_dir}", "examples.synthetic.num_items=30"]
+    for stage in ("make_examples", "distill"):
+        done = submit(url, sys.executable, "-m", f"jobs.{stage}", "--config", "jobs/configs/default.yaml", *common)
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+        assert "succeeded" in done.stdout + done.stderr
+    run = RunDir(str(run_dir))
+    assert run.manifest("examples")["counts"]["out"] == 30
+    assert run.manifest("sft_data")["counts"]["out"] == run.manifest("examples")["splits"]["train"]
+    shutil.rmtree(run_dir)
