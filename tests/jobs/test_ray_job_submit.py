@@ -41,9 +41,12 @@ def head_node(tmp_path_factory):
     subprocess.run(start, check=True, capture_output=True, text=True, timeout=180, env=env)
     url = f"http://127.0.0.1:{dashboard}"
     yield url, f"127.0.0.1:{port}"
-    # Stop only this head node's processes (not the session's own cluster): they run under its temp dir.
-    subprocess.run(["pkill", "-f", str(temp)], capture_output=True)
-    subprocess.run(["pkill", "-f", f"--gcs-address=127.0.0.1:{port}"], capture_output=True)
+    # Stop only this head node's processes (not the session's own cluster, as `ray stop` would): they
+    # all name its temp dir or GCS address. gcs_server ignores SIGTERM at times, so then SIGKILL.
+    for signal in ("-TERM", "-KILL"):
+        for pattern in (str(temp), f"127.0.0.1:{port}"):
+            subprocess.run(["pkill", signal, "-f", pattern], capture_output=True)
+        time.sleep(2)
 
 
 def submit(url: str, *entrypoint: str, timeout: float = 300) -> subprocess.CompletedProcess:
