@@ -13,7 +13,8 @@ import time
 import pytest
 
 from reasoner.rundir import RunDir
-from tests.jobs.conftest import REPO
+from tests.conftest import VLLM_CPU_ENV
+from tests.jobs.conftest import REPO, install_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -64,15 +65,24 @@ def submit(url: str, *entrypoint: str, timeout: float = 300) -> subprocess.Compl
         time.sleep(2)
 
 
-def test_make_examples_and_distill_as_ray_jobs(head_node, tmp_path) -> None:
+def test_data_stages_as_ray_jobs(head_node, tiny_model_dir, tmp_path) -> None:
+    """make_examples, distill, sample and build_pairs, each submitted as a Ray job, on one run."""
     url, _ = head_node
     run_dir = tmp_path / "submitted"
-    common = [f"run_dir={run_dir}", "examples.synthetic.num_items=30"]
-    for stage in ("make_examples", "distill"):
+    env = "{" + ", ".join(f"{k}: '{v}'" for k, v in VLLM_CPU_ENV.items()) + "}"
+    common = [f"run_dir={run_dir}", "examples.synthetic.num_items=30", "sample.model=models/base",
+              "sample.num_samples=4", "sample.max_tokens=8", "sample.max_questions=4", f"sample.engine_env={env}",
+              "sample.engine={max_model_len: 512}", "pairs.max_response_tokens=null"]
+    run = RunDir(str(run_dir))
+    for stage in ("make_examples", "distill", "sample", "build_pairs"):
+        if stage == "sample":  # the base model stands in for SFT (training has its own tests)
+            install_model(run, tiny_model_dir, "models/base")
         done = submit(url, sys.executable, "-m", f"jobs.{stage}", "--config", "jobs/configs/default.yaml", *common)
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         assert "succeeded" in done.stdout + done.stderr
-    run = RunDir(str(run_dir))
     assert run.manifest("examples")["counts"]["out"] == 30
     assert run.manifest("sft_data")["counts"]["out"] == run.manifest("examples")["splits"]["train"]
+    assert run.read_table("candidates").num_rows == 16
+    stats = run.read_json("pairs", "_stats.json")
+    assert stats["questions"] == 4 and sum(stats["histogram"]) == 4
     shutil.rmtree(run_dir)
