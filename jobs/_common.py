@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from reasoner.config import ConfigError, RunConfig, load_run_config
+from reasoner.config import ConfigError, RunConfig, config_hash, load_run_config
 from reasoner.options import dump_yaml, iter_help
 from reasoner.rundir import RunDir, RunDirError
 from reasoner.schema import SchemaError
@@ -38,6 +38,16 @@ class Timings(dict):
         finally:
             self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
             logger.info("%s done in %.1f s", name, self[name])
+
+
+def begin_stage(run: RunDir, artifact: str, stage: str, provenance: dict[str, Any], overwrite: bool) -> str | None:
+    """Begin (or resume) a stage on ``run``: the hash of ``provenance`` (what decides the artifact's
+    content), or None when the artifact is already complete with it (the stage has nothing to do)."""
+    digest = config_hash(provenance)
+    if not run.begin(artifact, provenance, digest, stage=stage, overwrite=overwrite):
+        logger.info("%s is complete with this config; nothing to do", run.path(artifact))
+        return None
+    return digest
 
 
 def read_artifact_rows(run: RunDir, artifact: str, ids: Iterable[str]):

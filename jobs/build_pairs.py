@@ -19,11 +19,11 @@ from collections import defaultdict
 
 import ray
 
-from reasoner.config import RunConfig, config_hash, to_dict
+from reasoner.config import RunConfig, to_dict
 from reasoner.pairs import PairConfig, PairStats, build_pairs
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, run_job
+from jobs._common import Timings, begin_stage, run_job
 
 logger = logging.getLogger("jobs.build_pairs")
 STAGE, ARTIFACT = "build_pairs", "pairs"
@@ -66,9 +66,8 @@ def main(config: RunConfig) -> None:
     run = RunDir(config.run_dir)
     sampled = run.require("candidates")
     provenance = {"pairs": to_dict(section), "candidates_config_hash": sampled["config_hash"]}
-    digest = config_hash(provenance)
-    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
         return
     model_artifact = sampled["config"]["sample"]["model"]
     model_dir = run.local_path(model_artifact, cache_dir=os.path.expanduser(config.cache_dir))

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 
-from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.config import RunConfig, identity, to_dict
 from reasoner.distill import STAGE, DistillWorker
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, read_artifact_rows, run_job, select_ids
+from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
 
 logger = logging.getLogger("jobs.distill")
 ARTIFACT = "sft_data"
@@ -30,9 +30,8 @@ def main(config: RunConfig) -> None:
     section, timings = config.distill, Timings()
     run = RunDir(config.run_dir)
     provenance = {"distill": identity(section), "examples_config_hash": run.require("examples")["config_hash"]}
-    digest = config_hash(provenance)
-    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
         return
     with timings.step("plan"):
         ids = select_ids(run, section.split, section.max_examples)

@@ -15,11 +15,11 @@ import tempfile
 
 import pyarrow.compute as pc
 
-from reasoner.config import RunConfig, config_hash, to_dict
+from reasoner.config import RunConfig, to_dict
 from reasoner.data.synthetic import suite_text
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, run_job
+from jobs._common import Timings, begin_stage, run_job
 
 logger = logging.getLogger("jobs.init_model")
 STAGE, ARTIFACT = "init_model", "models/base"
@@ -31,11 +31,10 @@ def main(config: RunConfig) -> None:
     section, timings = config.model, Timings()
     run = RunDir(config.run_dir)
     # The model depends on the examples it was trained on as much as on its own section.
-    examples_hash = (run.manifest("examples") or {}).get("config_hash")
+    examples_hash = run.require("examples")["config_hash"]
     provenance = {"model": to_dict(section), "examples_config_hash": examples_hash}
-    digest = config_hash(provenance)
-    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
         return
     with timings.step("read examples"):
         table = run.read_table("examples", columns=["split", "question", "choices", "rationale"])

@@ -17,11 +17,11 @@ import logging
 
 import ray
 
-from reasoner.config import DatasetSource, RunConfig, config_hash, to_dict
+from reasoner.config import DatasetSource, RunConfig, to_dict
 from reasoner.data.synthetic import SPLITS, SuiteConfig, generate_items, split_sizes
 from reasoner.rundir import RunDir, RunDirError, StageCounts
 
-from jobs._common import Timings, run_job
+from jobs._common import Timings, begin_stage, run_job
 
 logger = logging.getLogger("jobs.make_examples")
 STAGE, ARTIFACT = "make_examples", "examples"
@@ -108,9 +108,9 @@ def submit(run: RunDir, config: RunConfig) -> list[ray.ObjectRef]:
 
 def main(config: RunConfig) -> None:
     section, timings = config.examples, Timings()
-    run, digest = RunDir(config.run_dir), config_hash(section)
-    if not run.begin(ARTIFACT, to_dict(section), digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    run = RunDir(config.run_dir)
+    digest = begin_stage(run, ARTIFACT, STAGE, to_dict(section), config.overwrite)
+    if digest is None:
         return
     with timings.step("generate" if section.source == "synthetic" else "read"):
         pending = submit(run, config)

@@ -16,11 +16,11 @@ import os
 
 import pyarrow.compute as pc
 
-from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.config import RunConfig, identity, to_dict
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.sampling import SampleWorker
 
-from jobs._common import Timings, read_artifact_rows, run_job, select_ids
+from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
 
 logger = logging.getLogger("jobs.sample")
 STAGE, ARTIFACT = "sample", "candidates"
@@ -34,9 +34,8 @@ def main(config: RunConfig) -> None:
     model_manifest = run.require(section.model)
     provenance = {"sample": identity(section), "model_config_hash": model_manifest["config_hash"],
                   "examples_config_hash": (run.manifest("examples") or {}).get("config_hash")}
-    digest = config_hash(provenance)
-    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
         return
     with timings.step("plan"):
         ids = select_ids(run, section.split, section.max_questions)

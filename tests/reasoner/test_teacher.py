@@ -29,10 +29,7 @@ from tests.support.openai_servers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_openai_env(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+pytestmark = pytest.mark.usefixtures("no_openai_env")
 
 
 @pytest.fixture(scope="module")
