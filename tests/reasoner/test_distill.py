@@ -272,10 +272,13 @@ def vllm_server(tiny_model_dir, vllm_cpu_env, tmp_path_factory):
 @pytest.mark.slow
 def test_a_distillation_request_against_vllms_openai_server(vllm_server, examples):
     example = next(e for e in examples if e["choices"] is None)
-    config = DistillConfig(teacher="openai", model="tiny", base_url=f"{vllm_server}/v1", max_tokens=32,
-                           max_retries=2, timeout_s=120.0)
-    teacher = make_teacher(config)
-    answer = asyncio.run(teacher.generate(example))
+    # Behind the fault proxy: a 429 (Retry-After 1 s), then a 503, then vLLM's real answer.
+    with FaultProxy(vllm_server, [Fault.rate_limit(1), Fault.error(503)]) as proxy:
+        config = DistillConfig(teacher="openai", model="tiny", base_url=f"{proxy.url}/v1", max_tokens=32,
+                               max_retries=3, timeout_s=120.0)
+        teacher = make_teacher(config)
+        answer = asyncio.run(teacher.generate(example))
+        assert proxy.count == 3
     assert answer.ok, answer.error
     assert answer.text and answer.prompt_tokens > 16 and answer.completion_tokens > 0  # 16 image tokens
     outcome = distill_rows(example, answer, config)
