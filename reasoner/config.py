@@ -32,6 +32,7 @@ from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
 from reasoner.pairs import PairConfig
 from reasoner.sampling import SampleConfig
+from reasoner.training.config import DPOConfig, SFTConfig
 
 __all__ = ["STAGES", "IMPLEMENTED_STAGES", "DEFAULT_STAGES", "ConfigError", "RunConfig", "load_run_config",
            "config_hash", "identity", "to_dict"]
@@ -40,7 +41,7 @@ STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "buil
           "evaluate", "report")
 """Every stage of the recipe, in order (DESIGN.md)."""
 
-IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "sample", "build_pairs")
+IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "build_pairs", "train_dpo")
 """The stages that exist so far."""
 
 DEFAULT_STAGES = ("make_examples", "init_model", "distill")
@@ -128,6 +129,8 @@ class RunConfig:
     distill: DistillConfig = section(DistillConfig, "stage distill (A)")
     sample: SampleConfig = section(SampleConfig, "stage sample (C1)")
     pairs: PairConfig = section(PairConfig, "stage build_pairs (C2)")
+    sft: SFTConfig = section(SFTConfig, "stage train_sft (B)")
+    dpo: DPOConfig = section(DPOConfig, "stage train_dpo (C3)")
 
     def __post_init__(self) -> None:
         check(bool(self.run_dir), "run_dir", self.run_dir, "give a local path or a URI such as s3://bucket/runs/r1")

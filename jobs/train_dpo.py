@@ -1,0 +1,85 @@
+"""Stage train_dpo (C3): DPO on ``<run>/pairs`` from the SFT model into ``<run>/models/dpo``.
+
+    python -m jobs.train_dpo --config jobs/configs/default.yaml run_dir=runs/r1
+    ray job submit --working-dir . -- python -m jobs.train_dpo --config jobs/configs/h100.yaml run_dir=s3://bucket/r1
+
+Two steps. The reference pass scores every pair's chosen and rejected response under the
+reference (``dpo.model``, the SFT model) once, with the shared log-prob scorer
+(``dpo.reference_backend``), into ``<run>/dpo_ref`` (a Ray task; resumable by parts). Then Ray
+Train runs TRL's ``DPOTrainer`` under DeepSpeed ZeRO (``dpo.zero_stage``) on
+``dpo.num_workers`` workers, reading the reference log-probs from the batch and holding no
+reference model; full fine-tuning or LoRA (``dpo.lora.enabled``). Checkpoints, recovery and a
+rerun behave as in train_sft. The model (or adapter, whose base is ``dpo.model``), with
+``metrics.jsonl`` (loss, reward margin, chosen-over-rejected accuracy, steps/s per step), is
+exported to ``<run>/models/dpo``. ``dpo.mdpo_weight > 0`` adds the image-conditioned mDPO term
+(``reasoner.training.mdpo``): the reference pass then also scores each chosen response under a
+corrupted image (column ``chosen_corrupt_ref_logp`` of ``dpo_ref``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.rundir import RunDir, StageCounts
+from reasoner.training.config import DPOConfig
+
+from jobs._common import Timings, run_job
+
+logger = logging.getLogger("jobs.train_dpo")
+STAGE, ARTIFACT, REFERENCE = "train_dpo", "models/dpo", "dpo_ref"
+
+
+@ray.remote
+def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOConfig) -> int:
+    """The reference pass (``reasoner.training.reference``) on one Ray worker."""
+    from reasoner.training.reference import make_scorer, reference_pass
+
+    return reference_pass(run, pairs, make_scorer(model_dir, config.reference_backend, config.reference_batch_size))
+
+
+def main(config: RunConfig) -> None:
+    from reasoner.training.dpo import train_dpo, training_pairs
+    from reasoner.training.progress import read_metrics
+
+    section, timings = config.dpo, Timings()
+    run = RunDir(config.run_dir)
+    inputs = {"model_config_hash": run.require(section.model)["config_hash"],
+              "pairs_config_hash": run.require("pairs")["config_hash"]}
+    provenance = {"dpo": identity(section), **inputs}
+    digest = config_hash(provenance)
+    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
+        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+        return
+    with timings.step("check pairs"):
+        pairs = training_pairs(run, section, check=True)
+    reference = {"reference_model": section.model, **inputs}
+    if section.mdpo_weight > 0:  # the corrupted images are scored too
+        reference["mdpo_mask_fraction"] = section.mdpo_mask_fraction
+    if run.begin(REFERENCE, reference, config_hash(reference), stage=REFERENCE, overwrite=config.overwrite):
+        with timings.step("reference"):
+            model_dir = run.local_path(section.model, cache_dir=os.path.expanduser(config.cache_dir))
+            task = reference_task.options(num_cpus=1, num_gpus=1 if section.use_gpu else 0)
+            scored = ray.get(task.remote(run, pairs, model_dir, section))
+        run.finish(REFERENCE, stage=STAGE, config=reference, config_hash=config_hash(reference),
+                   counts=StageCounts(in_=len(pairs), out=len(pairs)), timings={"reference": timings["reference"]},
+                   extra={"scored_this_run": scored, "backend": section.reference_backend})
+    with timings.step("train"):
+        train_dpo(run, section, config.cache_dir, digest, ARTIFACT, check=False)
+    records = read_metrics(os.path.join(run.local_path(ARTIFACT, cache_dir=os.path.expanduser(config.cache_dir)), "metrics.jsonl"))
+    final = records[-1] if records else {}
+    run.finish(ARTIFACT, stage=STAGE, config={**provenance, "dpo": to_dict(section)}, config_hash=digest,
+               counts=StageCounts(in_=len(pairs), out=1), seed=section.seed, timings=timings,
+               extra={"steps": final.get("step"), "final_loss": final.get("loss"),
+                      "final_reward_margin": final.get("rewards/margins"),
+                      "final_reward_accuracy": final.get("rewards/accuracies"), "base_model": section.model,
+                      "beta": section.beta, "lora": section.lora.enabled})
+    logger.info("DPO: %s steps, final loss %s, reward margin %s -> %s", final.get("step"), final.get("loss"),
+                final.get("rewards/margins"), run.path(ARTIFACT))
+
+
+if __name__ == "__main__":
+    run_job(STAGE, main, __doc__, sections=("dpo", "ray"))

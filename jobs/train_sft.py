@@ -1,0 +1,116 @@
+"""Stage train_sft (B): supervised fine-tuning on ``<run>/sft_data`` into ``<run>/models/sft``.
+
+    python -m jobs.train_sft --config jobs/configs/default.yaml run_dir=runs/r1
+    ray job submit --working-dir . -- python -m jobs.train_sft --config jobs/configs/h100.yaml run_dir=s3://bucket/r1
+
+Ray Train's ``TorchTrainer`` runs TRL's ``SFTTrainer`` under DeepSpeed ZeRO (``sft.zero_stage``)
+on ``sft.num_workers`` workers (CPU with gloo, or one GPU each with NCCL). Checkpoints go to
+``<run>/checkpoints/train_sft-<config hash>``: a killed worker resumes from the last one
+(``sft.max_failures``), and so does a rerun of an interrupted stage; a rerun of a finished one
+does nothing. ``sft.mix`` picks the paper's variants (format, direct, cot, both). The model,
+with ``metrics.jsonl``, is exported to ``<run>/models/sft`` in the layout transformers and vLLM
+load. With ``sft.select.enabled``, each kept checkpoint is sampled on a validation slice (a Ray
+task each, vLLM) and the one leaving most questions uncertain replaces the export
+(``reasoner.training.select``; scores in ``<run>/models/sft/selection.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.rundir import RunDir, StageCounts
+from reasoner.training.config import SFTConfig
+
+from jobs._common import Timings, read_artifact_rows, run_job, select_ids
+
+logger = logging.getLogger("jobs.train_sft")
+STAGE, ARTIFACT = "train_sft", "models/sft"
+
+
+@ray.remote
+def score_task(checkpoint, examples: list[dict], config: SFTConfig, engine: dict) -> dict:
+    """Sample a checkpoint on the validation slice (``reasoner.training.select``)."""
+    import shutil
+
+    from reasoner.training.select import score_checkpoint
+
+    result = score_checkpoint(checkpoint, examples, config.select, engine)
+    shutil.rmtree(result.pop("model_dir"), ignore_errors=True)
+    return result
+
+
+@ray.remote
+def export_task(run: RunDir, checkpoint, selection: dict) -> None:
+    """Replace the exported model with the chosen checkpoint's and write the scores beside it."""
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from reasoner.training.raytrain import CHECKPOINT_NAME
+    from reasoner.training.select import SELECTION_FILE, model_of_checkpoint
+
+    with checkpoint.as_directory() as directory:
+        model_dir = model_of_checkpoint(os.path.join(directory, CHECKPOINT_NAME))
+    run.upload(model_dir, ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, SELECTION_FILE), "w", encoding="utf-8") as fh:
+            json.dump(selection, fh, indent=2)
+        run.upload(tmp, ARTIFACT)
+    shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
+    """Score every kept checkpoint on the validation slice and export the chosen one. The engines
+    are built as stage sample builds them (``sample.engine``, ``sample.engine_env``)."""
+    from reasoner.training.select import choose
+
+    section = config.sft
+    ids = select_ids(run, "val", section.select.questions)
+    examples = read_artifact_rows(run, "examples", ids).take_all()
+    task = score_task.options(num_gpus=1 if section.use_gpu else 0,
+                              runtime_env={"env_vars": dict(config.sample.engine_env)})
+    checkpoints = [c for c, _ in result.best_checkpoints or []]
+    scores = [ray.get(task.remote(c, examples, section, dict(config.sample.engine))) for c in checkpoints]
+    chosen = choose(scores)
+    selection = {"chosen_step": chosen["step"], "scores": scores, "questions": len(examples)}
+    ray.get(export_task.remote(run, checkpoints[scores.index(chosen)], selection))
+    logger.info("selected the checkpoint of step %d (uncertain share %.3f) of %s", chosen["step"],
+                chosen["uncertain_share"], [s["step"] for s in scores])
+    return selection
+
+
+def main(config: RunConfig) -> None:
+    from reasoner.training.progress import read_metrics
+    from reasoner.training.sft import train_sft
+
+    section, timings = config.sft, Timings()
+    run = RunDir(config.run_dir)
+    provenance = {"sft": identity(section), "model_config_hash": run.require(section.model)["config_hash"],
+                  "sft_data_config_hash": run.require("sft_data")["config_hash"]}
+    digest = config_hash(provenance)
+    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
+        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+        return
+    with timings.step("train"):
+        result = train_sft(run, section, config.cache_dir, digest, ARTIFACT)
+    selection = None
+    if section.select.enabled:
+        with timings.step("select"):
+            selection = select_checkpoint(run, result, config)
+    with timings.step("check"):
+        records = read_metrics(os.path.join(run.local_path(ARTIFACT, cache_dir=os.path.expanduser(config.cache_dir)), "metrics.jsonl"))
+    final = records[-1] if records else {}
+    run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sft": to_dict(section)}, config_hash=digest,
+               counts=StageCounts(in_=final.get("step", 0), out=1), seed=section.seed, timings=timings,
+               extra={"steps": final.get("step"), "final_loss": final.get("loss"), "base_model": section.model,
+                      "selected_step": None if selection is None else selection["chosen_step"]})
+    logger.info("SFT: %s steps, final loss %s -> %s", final.get("step"), final.get("loss"), run.path(ARTIFACT))
+
+
+if __name__ == "__main__":
+    run_job(STAGE, main, __doc__, sections=("sft", "ray"))

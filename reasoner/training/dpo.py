@@ -1,0 +1,160 @@
+"""Stage C3: DPO with TRL's ``DPOTrainer`` on Ray Train workers, reference log-probs precomputed.
+
+TRL 1.16 refuses ``precompute_ref_log_probs`` for vision datasets and otherwise keeps a whole
+reference model in memory, running its forward every step. Here the reference log-probs come
+from ``<run>/dpo_ref`` (``reasoner.training.reference``) as dataset columns, and
+``PrecomputedRefDPOTrainer`` makes TRL read them from the batch:
+
+- its collator (``RefLogpsCollator``) wraps TRL's vision collator and adds ``ref_chosen_logps``
+  / ``ref_rejected_logps`` tensors, which TRL's ``_compute_loss`` reads when
+  ``precompute_ref_logps`` is set;
+- the flag ``args.precompute_ref_log_probs`` is raised once ``Trainer.__init__`` builds the
+  accelerator: after TRL's vision check, before TRL decides whether to build a reference model
+  (it does not, then) and before its own precompute (a no-op here: the columns are there).
+
+With ``dpo.mdpo_weight > 0`` each batch also carries the mDPO conditional pair
+(``reasoner.training.mdpo``) under ``"conditional"``; the trainer adds its TRL loss, weighted, and
+logs it as ``mdpo/loss``, ``mdpo/margins``, ``mdpo/accuracies``.
+
+LoRA trains a peft adapter over the SFT model; full fine-tuning trains every weight.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from reasoner.rundir import RunDir
+from reasoner.training.config import DPOConfig
+from reasoner.training.data import attach_reference, check_batch, load_pairs, preference_dataset
+from reasoner.training.mdpo import CORRUPT_IMAGE, add_corrupt_images, conditional_batch
+from reasoner.training.raytrain import fit
+from reasoner.training.worker import run_worker
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT = "models/dpo"
+REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+@dataclass
+class RefLogpsCollator:
+    """TRL's vision preference collator plus the rows' reference log-probs as float tensors, and
+    the mDPO conditional batch when the rows carry a corrupted image."""
+
+    inner: Any
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        def column(key: str) -> torch.Tensor:
+            return torch.tensor([e.pop(key) for e in examples], dtype=torch.float32)
+
+        conditional = None
+        if CORRUPT_IMAGE in examples[0]:
+            corrupt, ref_corrupt = [e.pop(CORRUPT_IMAGE) for e in examples], column("ref_chosen_corrupt_logps")
+            conditional = conditional_batch(self.inner, examples, corrupt)
+        refs = {k: column(k) for k in REF_KEYS}
+        batch = {**self.inner(examples), **refs}
+        if conditional is not None:
+            batch["conditional"] = {**conditional, "ref_chosen_logps": refs["ref_chosen_logps"],
+                                    "ref_rejected_logps": ref_corrupt}
+        return batch
+
+
+def precomputed_ref_trainer_class():
+    """``PrecomputedRefDPOTrainer``: TRL's DPOTrainer reading reference log-probs from the batch
+    (see the module docstring), with the vision tower's own learning rate."""
+    import trl
+
+    from reasoner.training.optim import VisionTowerLR
+
+    class PrecomputedRefDPOTrainer(VisionTowerLR, trl.DPOTrainer):
+        mdpo_weight: float = 0.0
+
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            self.args.precompute_ref_log_probs = True
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            return dataset  # the columns come from <run>/dpo_ref
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            conditional = inputs.pop("conditional", None)
+            loss = super()._compute_loss(model, inputs, return_outputs)
+            if conditional is None or not self.mdpo_weight:
+                return loss
+            mode = "train" if self.model.training else "eval"
+            metrics, tokens = self._metrics[mode], self._total_train_tokens
+            before = {k: len(v) for k, v in metrics.items()}
+            term = super()._compute_loss(model, conditional, False)
+            self._total_train_tokens = tokens
+            for key in list(metrics):  # keep the DPO metrics; the conditional pair's under mdpo/
+                added = metrics[key][before.get(key, 0):]
+                del metrics[key][before.get(key, 0):]
+                if not metrics[key]:
+                    del metrics[key]
+                if key in ("rewards/margins", "rewards/accuracies"):
+                    metrics[f"mdpo/{key.split('/')[1]}"].extend(added)
+            if "num_tokens" in metrics:
+                metrics["num_tokens"] = [tokens]
+            metrics["mdpo/loss"].append(term.detach().item())
+            if return_outputs:
+                return loss[0] + self.mdpo_weight * term, loss[1]
+            return loss + self.mdpo_weight * term
+
+    return PrecomputedRefDPOTrainer
+
+
+def make_dpo_trainer(*, model, processor, args, dataset, peft_config, callbacks, mdpo_weight: float = 0.0):
+    """A ``PrecomputedRefDPOTrainer`` over ``dataset`` (rows with reference log-probs); refuses to
+    return one that holds a reference model."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    collator = RefLogpsCollator(DataCollatorForVisionPreference(processor=processor, max_length=args.max_length))
+    trainer = precomputed_ref_trainer_class()(
+        model=model, args=args, train_dataset=dataset, processing_class=processor, data_collator=collator,
+        peft_config=peft_config, callbacks=callbacks)
+    trainer.precompute_ref_logps = True
+    trainer.mdpo_weight = mdpo_weight
+    if getattr(trainer, "ref_model", None) is not None:
+        raise RuntimeError("TRL built a reference model although the reference log-probs are precomputed")
+    return trainer
+
+
+def dpo_arguments(config: DPOConfig) -> dict[str, Any]:
+    """The DPO-specific TRL arguments of ``config``."""
+    return {"beta": config.beta, "loss_type": ["sigmoid"], "precompute_ref_log_probs": False}
+
+
+def training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[str, Any]]:
+    """The pairs (with their corrupted images when the mDPO term is on), checked unless ``check`` is False."""
+    pairs = load_pairs(run, check=check)
+    return add_corrupt_images(pairs, config.mdpo_mask_fraction) if config.mdpo_weight > 0 else pairs
+
+
+def load_training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[str, Any]]:
+    """:func:`training_pairs` with their reference log-probs from ``<run>/dpo_ref``."""
+    pairs = training_pairs(run, config, check=check)
+    return attach_reference(pairs, run.read_table("dpo_ref", schema_name="dpo_ref").to_pylist())
+
+
+def dpo_worker(loop: dict[str, Any]) -> None:
+    """The Ray Train training function of stage C3 (one call per worker)."""
+    config: DPOConfig = loop["config"]
+    rows = load_training_pairs(loop["run"], config, check=False)
+    make_trainer = functools.partial(make_dpo_trainer, mdpo_weight=config.mdpo_weight)
+    run_worker(loop, "DPOConfig", preference_dataset(rows), make_trainer, args_extra=dpo_arguments(config))
+
+
+def train_dpo(run: RunDir, config: DPOConfig, cache_dir: str, digest: str, artifact: str = ARTIFACT, *,
+              check: bool = True):
+    """Check the pairs (unless the caller did: ``check=False``) and that the reference covers them
+    (a clear error before any worker starts), then train; the ``ray.train.Result``."""
+    rows = load_training_pairs(run, config, check=check)
+    logger.info("DPO on %d pairs, beta %s, %s", len(rows), config.beta, "LoRA" if config.lora.enabled else "full")
+    check_batch(len(rows), config.per_device_batch_size, config.num_workers, "pairs")
+    loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact}
+    return fit(dpo_worker, loop, config, run, f"train_dpo-{digest}")

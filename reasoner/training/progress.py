@@ -1,0 +1,64 @@
+"""Visible progress: per-step metrics in the log and a metrics file beside the exported model.
+
+``StepMetrics`` adds the throughput (``steps_per_second`` over the last logging interval) to each
+logged record and logs it as one line (rank 0); ``write_metrics`` writes the trainer's log history
+(which survives a resume: it is part of every checkpoint) as JSON lines. For DPO the records hold
+TRL's ``loss``, ``rewards/margins`` (reward margin) and ``rewards/accuracies`` (chosen over
+rejected accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+SHOWN = ("loss", "rewards/margins", "rewards/accuracies", "grad_norm", "learning_rate", "steps_per_second")
+
+
+class StepMetrics(TrainerCallback):
+    """Throughput per logging interval, added to the trainer's log history and logged on rank 0."""
+
+    def __init__(self) -> None:
+        self._time: float | None = None
+        self._step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._time, self._step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        now = time.perf_counter()
+        if self._time is not None and state.global_step > self._step and state.log_history:
+            record = state.log_history[-1]
+            record["steps_per_second"] = round((state.global_step - self._step) / (now - self._time), 4)
+            self._time, self._step = now, state.global_step
+            if state.is_world_process_zero:
+                shown = " ".join(f"{k}={record[k]:.4g}" for k in SHOWN if isinstance(record.get(k), (int, float)))
+                logger.info("step %d/%d %s", state.global_step, state.max_steps, shown)
+
+
+def step_records(log_history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The per-step training records of a log history (the run summary record left out)."""
+    return [dict(r) for r in log_history if "loss" in r and "step" in r]
+
+
+def write_metrics(log_history: Iterable[Mapping[str, Any]], directory: str | Path) -> Path:
+    """Write the per-step records as JSON lines to ``<directory>/metrics.jsonl``."""
+    path = Path(directory) / METRICS_FILE
+    with path.open("w", encoding="utf-8") as fh:
+        for record in step_records(log_history):
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+    return path
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics file."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,49 @@
+"""Shared fixtures of the training job tests: a run with examples, sft_data, the tiny base model
+(and pairs), made once per session; tests copy it (``copy_run``) before changing it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+
+from reasoner.config import config_hash
+from reasoner.rundir import RunDir, StageCounts
+from tests.jobs.conftest import install_model, run_config
+
+# A few steps on the tiny model, 2 workers: small batches, a checkpoint every 2 steps.
+TRAIN_OVERRIDES = ("num_workers=2", "per_device_batch_size=2", "global_batch_size=4", "max_steps=4",
+                   "save_steps=2", "learning_rate=0.001", "warmup_ratio=0.0", "logging_steps=1",
+                   "max_failures=0")
+
+
+def stage_overrides(section: str, *extra: str) -> list[str]:
+    return [f"{section}.{o}" for o in TRAIN_OVERRIDES] + list(extra)
+
+
+def make_training_run(root, tiny_model_dir) -> str:
+    """A run with 40 examples, their sft_data (ground-truth teacher) and the tiny model as models/base."""
+    from jobs import distill, make_examples
+
+    config = run_config(root, "distill.examples_per_part=16")
+    make_examples.main(config)
+    distill.main(config)
+    install_model(RunDir(str(root)), tiny_model_dir, "models/base")
+    return str(root)
+
+
+def write_pairs(run: RunDir, limit: int = 16) -> list[dict]:
+    """Pairs from the CoT rows of sft_data: chosen the rationale, rejected it with a wrong answer."""
+    rows = [r for r in run.read_table("sft_data").to_pylist() if r["mode"] == "cot"][:limit]
+    pairs = [{"id": r["id"], "pair_index": 0, "prompt": r["prompt"], "image": r["image"], "chosen": r["completion"],
+              "rejected": r["completion"].rsplit("### Answer:", 1)[0] + "### Answer: 99", "accuracy": 0.5}
+             for r in rows]
+    run.write_part("pairs", "part-00000", pa.Table.from_pylist(pairs), schema_name="pairs")
+    run.finish("pairs", stage="test", config={"pairs": len(pairs)}, config_hash=config_hash(len(pairs)),
+               counts=StageCounts(len(pairs), len(pairs)))
+    return pairs
+
+
+def copy_run(source: str, target) -> str:
+    shutil.copytree(source, target)
+    return str(target)

@@ -1,0 +1,27 @@
+"""The vision tower's parameter groups and the metrics file."""
+
+from __future__ import annotations
+
+import torch
+
+from reasoner.training.optim import is_vision_tower, split_param_groups
+from reasoner.training.progress import read_metrics, step_records, write_metrics
+
+
+def test_vision_tower_parameters_get_their_own_rate() -> None:
+    assert is_vision_tower("model.vision_tower.encoder.layers.0.mlp.fc1.weight")
+    assert not is_vision_tower("model.language_model.layers.0.mlp.up_proj.weight")
+    a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    groups = [{"params": [a, b], "lr": 1e-3, "weight_decay": 0.1}, {"params": [c], "lr": 1e-3, "weight_decay": 0.0}]
+    out = split_param_groups(groups, {id(b), id(c)}, 1e-4)
+    assert [(len(g["params"]), g["lr"], g["weight_decay"]) for g in out] == [(1, 1e-3, 0.1), (1, 1e-4, 0.1),
+                                                                              (1, 1e-4, 0.0)]
+
+
+def test_metrics_file_holds_one_record_per_logged_step(tmp_path) -> None:
+    history = [{"loss": 0.7, "step": 1, "rewards/margins": 0.0, "steps_per_second": 3.0},
+               {"loss": 0.6, "step": 2, "rewards/margins": 0.2, "steps_per_second": 3.5},
+               {"train_runtime": 1.0, "step": 2}]
+    assert len(step_records(history)) == 2
+    path = write_metrics(history, tmp_path)
+    assert read_metrics(path) == history[:2]
