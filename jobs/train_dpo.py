@@ -27,7 +27,7 @@ from reasoner.config import RunConfig, config_hash, identity, to_dict
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import DPOConfig
 
-from jobs._common import Timings, run_job
+from jobs._common import Timings, begin_stage, run_job
 
 logger = logging.getLogger("jobs.train_dpo")
 STAGE, ARTIFACT, REFERENCE = "train_dpo", "models/dpo", "dpo_ref"
@@ -50,9 +50,8 @@ def main(config: RunConfig) -> None:
     inputs = {"model_config_hash": run.require(section.model)["config_hash"],
               "pairs_config_hash": run.require("pairs")["config_hash"]}
     provenance = {"dpo": identity(section), **inputs}
-    digest = config_hash(provenance)
-    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
         return
     with timings.step("check pairs"):
         pairs = training_pairs(run, section, check=True)

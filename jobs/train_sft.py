@@ -21,11 +21,11 @@ import os
 
 import ray
 
-from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.config import RunConfig, identity, to_dict
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import SFTConfig
 
-from jobs._common import Timings, read_artifact_rows, run_job, select_ids
+from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
 
 logger = logging.getLogger("jobs.train_sft")
 STAGE, ARTIFACT = "train_sft", "models/sft"
@@ -92,9 +92,8 @@ def main(config: RunConfig) -> None:
     run = RunDir(config.run_dir)
     provenance = {"sft": identity(section), "model_config_hash": run.require(section.model)["config_hash"],
                   "sft_data_config_hash": run.require("sft_data")["config_hash"]}
-    digest = config_hash(provenance)
-    if not run.begin(ARTIFACT, provenance, digest, stage=STAGE, overwrite=config.overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(ARTIFACT))
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
         return
     with timings.step("train"):
         result = train_sft(run, section, config.cache_dir, digest, ARTIFACT)
