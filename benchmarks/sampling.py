@@ -351,9 +351,11 @@ def leg_vllm(config, model_dir: str, examples: list[dict]) -> Leg:
             ids = tokenizer(format_prompt(sampler.processor, prompt), add_special_tokens=False)["input_ids"]
             inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": load_image(ex["image"])}})
             params.append(sampler.sampling_params(ex))
+        logger.info("(b) generate: %d questions x N=%d ...", len(inputs), config.sample.num_samples)
         start, cpu = time.perf_counter(), tree_cpu_s()
         outputs = sampler.llm.generate(inputs, params, use_tqdm=False)
         sampling, cpu = time.perf_counter() - start, tree_cpu_s() - cpu
+        logger.info("(b) generate done in %.2f s", sampling)
     finally:
         sampler.close()
         del sampler
@@ -393,6 +395,7 @@ def leg_transformers(config, model_dir: str, examples: list[dict], batch_questio
     candidates = tokens = calls = 0
     texts: dict[tuple[str, int], str] = {}
     torch.manual_seed(section.seed)
+    logger.info("(c) generate: %d questions x N=%d ...", len(examples), section.num_samples)
     start, cpu = time.perf_counter(), tree_cpu_s()
     with torch.inference_mode():
         for temperature, group in groups.items():
@@ -415,6 +418,7 @@ def leg_transformers(config, model_dir: str, examples: list[dict], batch_questio
                     tokens += n
                 candidates += len(new)
     sampling, cpu = time.perf_counter() - start, tree_cpu_s() - cpu
+    logger.info("(c) generate done in %.2f s", sampling)
     del model
     leg = Leg(LEGS["c"], startup, sampling, candidates, tokens, load, texts=texts, generate_cpu_s=cpu,
               generate_wall_s=sampling, load_after=os.getloadavg()[0])
