@@ -35,11 +35,9 @@ leg made are counted (vLLM's ``token_ids``, the artifact's ``num_tokens``, trans
 to and including EOS) and tokens/s is reported beside candidates/s. (a) and (b) use the same seeds
 and inputs, so their candidates should match: the report says how many do.
 
-Chunked prefill: vLLM 0.32 on CPU kills the engine ("CPU Generator does not use offset") when a
-step splits the prefill of a request with a seed, and the stage seeds every request; with its
-CPU default of 4096 tokens a step, that happens as soon as a ``generate`` call holds more than
-about 4096 prompt tokens (here about 8 questions x N=8). So (a) and (b) run with
-``sample.engine={enable_chunked_prefill: false}`` unless ``--chunked-prefill`` is given.
+Chunked prefill is off on CPU in both (a) and (b) (``reasoner.models.engine_defaults``: vLLM 0.32's
+CPU build kills the engine when a step splits the prefill of a seeded request);
+``--chunked-prefill`` turns it on, to see that crash.
 
 vLLM's CPU build reads ``VLLM_CPU_KVCACHE_SPACE=1``, ``VLLM_CPU_OMP_THREADS_BIND=0-1`` and
 ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``: set in this process for (b) (values already in the
@@ -113,11 +111,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--questions-per-part", type=int, default=None,
                         help="(a): sample.questions_per_part, questions per Ray Data batch (default: the config's, 64)")
     parser.add_argument("--chunked-prefill", action="store_true",
-                        help="(a), (b): keep vLLM's chunked prefill; by default the benchmark passes "
-                             "sample.engine={enable_chunked_prefill: false}: on CPU, vLLM 0.32 crashes "
-                             "('CPU Generator does not use offset') when it splits the prefill of a seeded request")
-    parser.add_argument("--hf-batch", type=int, default=8,
-                        help="(c): questions per transformers generate call (default 8, i.e. 8 x N sequences)")
+                        help="(a), (b): pass sample.engine={enable_chunked_prefill: true}; off by default on "
+                             "CPU, where vLLM 0.32 crashes ('CPU Generator does not use offset') when it "
+                             "splits the prefill of a seeded request")
+    parser.add_argument("--engine-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="(a): an extra sample.engine_env entry (the actors' runtime_env), e.g. "
+                             "RAY_worker_niceness=0; repeat for more")
+    parser.add_argument("--hf-batch", type=int, default=16,
+                        help="(c): questions per transformers generate call (default 16, i.e. 16 x N sequences)")
     parser.add_argument("--run-dir", default=None,
                         help="run directory to build (or reuse: examples and model are kept, candidates redone); "
                              "default a temporary directory, removed at the end")
@@ -128,6 +129,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("questions", "samples", "max_tokens", "engines", "hf_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for item in args.engine_env:
+        if "=" not in item or not item.split("=", 1)[0]:
+            parser.error(f"--engine-env takes KEY=VALUE, got {item!r}")
     if args.questions_per_part is not None and args.questions_per_part < 1:
         parser.error(f"--questions-per-part must be at least 1, got {args.questions_per_part}")
     return args
@@ -145,7 +149,8 @@ def run_config(args: argparse.Namespace, run_dir: str, env: dict[str, str]):
     num_items = math.ceil(args.questions / 0.8)
     while split_sizes(SuiteConfig(num_items=num_items))["train"] < args.questions:
         num_items += 1
-    engine_env = "{" + ", ".join(f"{k}: '{v}'" for k, v in env.items()) + "}"
+    actor_env = {**env, **dict(item.split("=", 1) for item in args.engine_env)}
+    engine_env = "{" + ", ".join(f"{k}: '{v}'" for k, v in actor_env.items()) + "}"
     overrides = [
         f"run_dir={run_dir}", f"examples.synthetic.num_items={num_items}", "examples.items_per_part=256",
         f"model.preset={args.preset}", "sample.model=models/base", "sample.split=train",
@@ -153,8 +158,8 @@ def run_config(args: argparse.Namespace, run_dir: str, env: dict[str, str]):
         f"sample.max_tokens={args.max_tokens}", f"sample.num_engines={args.engines}",
         f"sample.engine_env={engine_env}",
     ]
-    if not args.chunked_prefill:
-        overrides.append("sample.engine={enable_chunked_prefill: false}")
+    if args.chunked_prefill:
+        overrides.append("sample.engine={enable_chunked_prefill: true}")
     if args.questions_per_part is not None:
         overrides.append(f"sample.questions_per_part={args.questions_per_part}")
     return load_run_config(DEFAULT_CONFIG, overrides)
@@ -182,26 +187,52 @@ def prepare_run(config) -> tuple[str, list[dict]]:
     return run.local_path(config.sample.model, cache_dir=os.path.expanduser(config.cache_dir)), examples
 
 
-def engine_processes() -> list[str]:
-    """vLLM engine-core processes among this process's descendants (left over engines)."""
+def engine_processes() -> list:
+    """vLLM's processes (engine cores, workers) among this process's descendants (psutil.Process)."""
     import psutil
 
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()):
-                found.append(f"{p.pid} {p.name()}")
+            if p.name().startswith("VLLM") or "EngineCore" in p.name():
+                found.append(p)
         except psutil.Error:
             continue
     return found
 
 
-def wait_engines_gone(timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (left := engine_processes()) and time.monotonic() < deadline:
-        time.sleep(1.0)
-    if left:
-        logger.warning("engine processes still running after %.0f s: %s", timeout_s, left)
+def wait_exit(procs: list, timeout_s: float) -> tuple[str, list]:
+    """Wait up to ``timeout_s`` for ``procs`` to exit: what happened (for the report), those left."""
+    import psutil
+
+    if not procs:
+        return "none running", []
+    start = time.monotonic()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    if alive:
+        return f"{len(alive)} of {len(procs)} still running {timeout_s:.0f} s later", alive
+    return f"all {len(procs)} exited within {time.monotonic() - start:.1f} s", []
+
+
+def free_engines(procs: list, timeout_s: float) -> str:
+    """``wait_exit``, then end what is left: only this run's engine processes are passed here."""
+    import psutil
+
+    message, alive = wait_exit(procs, timeout_s)
+    for p in alive:
+        try:
+            p.terminate()
+        except psutil.Error:
+            continue
+    for p in psutil.wait_procs(alive, timeout=5)[1]:
+        try:
+            p.kill()
+        except psutil.Error:
+            continue
+    if alive:
+        logger.warning("ended engine processes still running %.0f s later: %s", timeout_s, [p.pid for p in alive])
+        message += f", ended (pids {[p.pid for p in alive]})"
+    return message
 
 
 def tree_cpu_s() -> float:
@@ -435,7 +466,8 @@ def report(args: argparse.Namespace, legs: dict[str, Leg], model_info: str, fail
         "",
         f"sampling benchmark: preset {args.preset} ({model_info}), {args.questions} questions x N={args.samples}, "
         f"max_tokens {args.max_tokens}, engines {args.engines}, no ignore_eos (tokens counted), "
-        f"chunked prefill {'on (vLLM default)' if args.chunked_prefill else 'off'}",
+        f"chunked prefill {'on' if args.chunked_prefill else 'off (the CPU default)'}"
+        + (f", extra engine_env for (a): {', '.join(args.engine_env)}" if args.engine_env else ""),
         "",
         f"{'leg':<28}{'start-up s':>11}{'sampling s':>11}{'candidates':>11}{'cand/s':>8}{'tokens':>8}"
         f"{'tokens/s':>9}{'load1':>12}{'cpu':>6}",
@@ -514,10 +546,16 @@ def main(argv: list[str] | None = None) -> None:
                 failed[key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
 
         run_leg("a", leg_stage, config, examples)
+        # (a)'s actor and engine should go when the stage ends; whatever is left is ended before (b).
+        procs = engine_processes()
+        after_stage, _ = wait_exit(procs, timeout_s=20)
         ray.shutdown()  # nothing of Ray runs while (b) and (c) are timed
-        wait_engines_gone()
+        after_shutdown = free_engines([p for p in procs if p.is_running()], timeout_s=60)
+        if "a" in legs:
+            legs["a"].notes.append(f"(a)'s vLLM processes after the stage returned, Ray still up: {after_stage}; "
+                                   f"after ray.shutdown: {after_shutdown}")
         run_leg("b", leg_vllm, config, model_dir, examples)
-        wait_engines_gone()
+        free_engines(engine_processes(), timeout_s=60)
         run_leg("c", leg_transformers, config, model_dir, examples, args.hf_batch)
         sys.stdout.write(report(args, legs, model_info, failed))
         sys.stdout.flush()

@@ -39,9 +39,15 @@ def _on_cpu() -> bool:
 
 
 def engine_defaults(model_dir: str | Path) -> dict[str, Any]:
-    """``vllm.LLM`` arguments for a model directory: one image a prompt; on CPU eager mode and fp32.
+    """``vllm.LLM`` arguments for a model directory: one image a prompt; on CPU eager mode, fp32
+    and no chunked prefill.
 
     ``max_model_len`` is the model's own limit, capped at ``DEFAULT_MAX_MODEL_LEN``.
+
+    Chunked prefill is off on CPU because vLLM 0.32's CPU build kills the engine ("CPU Generator
+    does not use offset", in ``_bookkeeping_sync``) when a step splits the prefill of a request
+    that has its own ``seed``, and sampling seeds every request: with the CPU default of 4096
+    tokens a step, any ``generate`` call holding more prompt tokens than that crashed.
     """
     model_dir = check_model_dir(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
@@ -56,6 +62,7 @@ def engine_defaults(model_dir: str | Path) -> dict[str, Any]:
         max_model_len=min(int(limit), DEFAULT_MAX_MODEL_LEN),
         limit_mm_per_prompt={"image": 1},
         seed=0,
+        **({"enable_chunked_prefill": False} if on_cpu else {}),
     )
 
 
@@ -68,6 +75,9 @@ def make_vllm_engine(model_dir: str | Path, **overrides: Any) -> LLM:
     from vllm import LLM
 
     kwargs = {**engine_defaults(model_dir), **overrides}
+    if kwargs.get("enable_chunked_prefill") is False and "max_num_batched_tokens" not in kwargs:
+        # Without chunking a step must hold a whole prompt: vLLM refuses a budget below max_model_len.
+        kwargs["max_num_batched_tokens"] = max(int(kwargs.get("max_model_len") or 0), DEFAULT_MAX_MODEL_LEN)
     logger.info("starting vLLM engine: %s", kwargs)
     return LLM(**kwargs)
 
