@@ -60,12 +60,14 @@ def read_artifact_rows(run: RunDir, artifact: str, ids: Iterable[str]):
 
 
 def select_ids(run: RunDir, split: str, limit: int | None = None) -> list[str]:
-    """Ids of the run's examples of ``split``, sorted; the first ``limit`` of them if given."""
+    """Ids of the run's examples of ``split``, sorted; with ``limit``, a fixed subset of that many
+    that mixes sources and families (``reasoner.data.examples.subset``)."""
     import pyarrow.compute as pc
 
+    from reasoner.data.examples import subset
+
     index = run.read_table("examples", columns=["id", "split"])
-    ids = sorted(index.filter(pc.equal(index.column("split"), split)).column("id").to_pylist())
-    return ids if limit is None else ids[:limit]
+    return subset(index.filter(pc.equal(index.column("split"), split)).column("id").to_pylist(), limit)
 
 
 def setup_logging(level: str = "INFO") -> None:

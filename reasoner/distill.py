@@ -80,7 +80,7 @@ class DistillConfig:
         False, "tell the teacher the ground-truth answer as a hint (more yield on hard data; rationales may "
         "argue backwards from it)")
     split: Literal["train", "val", "test"] = option("train", "split whose examples are distilled")
-    max_examples: int | None = option(None, "distill at most this many examples, the first by id (null: all)")
+    max_examples: int | None = option(None, "distill at most this many examples, a fixed subset mixing families (null: all)")
     examples_per_part: int = option(256, "examples per batch and Parquet part (the unit of resumable work)")
     num_workers: int = option(1, "Ray Data workers calling the teacher (each with max_concurrency requests)")
 

@@ -46,7 +46,7 @@ class SampleConfig:
 
     model: str = option("models/sft", "model artifact of the run to sample from (models/sft; models/base for a dry run)")
     split: Literal["train", "val", "test"] = option("train", "split whose questions are sampled (paper: train)")
-    max_questions: int | None = option(None, "sample at most this many questions, the first by id (null: all)")
+    max_questions: int | None = option(None, "sample at most this many questions, a fixed subset mixing families (null: all)")
     num_samples: int = option(32, "candidates per question (paper: 32)")
     temperature: float = option(1.0, "sampling temperature for short-answer questions (paper: 1.0)")
     mc_temperature: float = option(1.2, "sampling temperature for multiple-choice questions (paper: 1.2)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reasoner.data.images import ImageError, decode_image
@@ -45,3 +46,16 @@ def example_problem(example: Mapping[str, Any]) -> str | None:
     except ImageError as e:
         return f"unusable example: unreadable image: {e}"
     return None
+
+
+def subset(ids: Iterable[str], limit: int | None) -> list[str]:
+    """``limit`` of ``ids`` (all if None), sorted: the first in the order of a hash of the id.
+
+    A fixed pseudo-random choice, the same in every run and process, that mixes the sources and
+    families of a split as the whole split does (the first ids in sorted order would all be one
+    family: ``syn-chart-...``). A larger limit keeps every id a smaller one chose.
+    """
+    ids = sorted(set(ids))
+    if limit is None or limit >= len(ids):
+        return ids
+    return sorted(sorted(ids, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).digest())[:limit])

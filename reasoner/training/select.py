@@ -3,8 +3,8 @@
 DPO learns from questions the model answers right only sometimes (pairs keep questions whose
 sampled accuracy lies in ``[pairs.min_accuracy, pairs.max_accuracy]``); a converged SFT model
 leaves none (ENVIRONMENT.md: 54-64% of questions in the window at steps 250-300, 0% once
-converged). With ``sft.select.enabled``, every checkpoint Ray Train kept is sampled on the first
-``select.questions`` validation questions (``select.samples`` CoT candidates each, as stage
+converged). With ``sft.select.enabled``, every checkpoint Ray Train kept is sampled on a fixed subset of
+``select.questions`` validation questions mixing families (``select.samples`` CoT candidates each, as stage
 sample does) and scored; the checkpoint with the largest share of questions inside the window is
 exported (ties: the later one). ``<run>/models/sft/selection.json`` records every score.
 """
@@ -32,7 +32,7 @@ class SelectConfig:
     """Checkpoint selection by sampled validation accuracy (full fine-tuning only)."""
 
     enabled: bool = option(False, "pick the kept checkpoint with most validation questions of uncertain accuracy")
-    questions: int = option(64, "validation questions sampled per checkpoint (the first by id)")
+    questions: int = option(64, "validation questions sampled per checkpoint (a fixed subset mixing families)")
     samples: int = option(8, "CoT candidates per question")
     temperature: float = option(1.0, "sampling temperature")
     max_tokens: int = option(256, "most tokens a candidate may have")

@@ -8,6 +8,7 @@ import pytest
 
 from jobs import sample
 from reasoner.answers import extract_answer
+from reasoner.data.examples import subset
 from reasoner.rundir import RunDir
 from tests.conftest import VLLM_CPU_ENV
 from tests.jobs.conftest import install_model, run_config
@@ -27,7 +28,7 @@ def test_candidates_resume_and_schema(fresh_run, tiny_model_dir) -> None:
     table = run.read_table("candidates", schema_name="candidates")
     rows = table.to_pylist()
     examples = {e["id"]: e for e in run.read_table("examples").to_pylist()}
-    ids = sorted(i for i, e in examples.items() if e["split"] == "train")[:6]
+    ids = subset([i for i, e in examples.items() if e["split"] == "train"], 6)
     assert sorted({r["id"] for r in rows}) == ids
     assert sorted((r["id"], r["sample_index"]) for r in rows) == [(i, k) for i in ids for k in range(3)]
     for r in rows:
