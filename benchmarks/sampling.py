@@ -1,12 +1,12 @@
 """Sampling throughput: the sample stage vs bare vLLM vs transformers, same prompts, one run.
 
-    python benchmarks/sampling.py                              # small preset, 32 questions x 8
-    python benchmarks/sampling.py --preset tiny --questions 8  # a quick check
+    python benchmarks/sampling.py                              # small preset, one default part: 64 questions x 32
+    python benchmarks/sampling.py --preset tiny --questions 8 --samples 8  # a quick check
     python benchmarks/sampling.py --skip c --run-dir /tmp/bench-sampling
 
 The script builds a run directory (``jobs.make_examples`` on a small synthetic suite, then
 ``jobs.init_model``: the preset with random weights as ``models/base``), starts a local Ray
-cluster (2 CPUs) and samples the first ``--questions`` train questions ``--samples`` times each,
+cluster (2 CPUs) and samples ``--questions`` train questions (``sample.max_questions``) ``--samples`` times each,
 at most ``--max-tokens`` tokens a candidate, three ways, one after the other, each engine freed
 before the next starts:
 
@@ -39,9 +39,10 @@ Chunked prefill is off on CPU in both (a) and (b) (``reasoner.models.engine_defa
 CPU build kills the engine when a step splits the prefill of a seeded request);
 ``--chunked-prefill`` turns it on, to see that crash.
 
-vLLM's CPU build reads ``VLLM_CPU_KVCACHE_SPACE=1``, ``VLLM_CPU_OMP_THREADS_BIND=0-1`` and
-``VLLM_CPU_NUM_OF_RESERVED_CPU=0``: set in this process for (b) (values already in the
-environment win) and passed as ``sample.engine_env`` for (a). Target: a/b >= 0.8 of candidates/s.
+The engines' environment is the default config's ``sample.engine_env`` (vLLM's CPU settings, and
+``OMP_NUM_THREADS=2``, which Ray would otherwise set to the actor's 1 CPU): the actors' runtime_env
+in (a), and this process's environment for (b) (values already in the environment win).
+``--engine-env KEY=VALUE`` adds to or changes (a)'s. Target: a/b >= 0.8 of candidates/s.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ from typing import Any
 
 logger = logging.getLogger("benchmarks.sampling")
 
-VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 TARGET_A_OVER_B = 0.8
 CORES = len(os.sched_getaffinity(0))
 LEGS = {"a": "(a) Ray Data stage", "b": "(b) vllm.LLM.generate", "c": "(c) transformers generate"}
@@ -104,8 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/sampling.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("tiny", "small"), default="small", help="model preset (default small)")
-    parser.add_argument("--questions", type=int, default=32, help="train questions sampled (default 32)")
-    parser.add_argument("--samples", type=int, default=8, help="candidates per question, N (default 8)")
+    parser.add_argument("--questions", type=int, default=64,
+                        help="train questions sampled (default 64: one part of the stage's default size)")
+    parser.add_argument("--samples", type=int, default=32, help="candidates per question, N (default 32, the stage's)")
     parser.add_argument("--max-tokens", type=int, default=64, help="most tokens a candidate may have (default 64)")
     parser.add_argument("--engines", type=int, default=1, help="(a): vLLM engine actors (default 1)")
     parser.add_argument("--questions-per-part", type=int, default=None,
@@ -140,8 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def run_config(args: argparse.Namespace, run_dir: str, env: dict[str, str]):
-    """The default config on ``run_dir``: a suite just big enough, the preset, the sample section."""
+def run_config(args: argparse.Namespace, run_dir: str):
+    """The default config on ``run_dir``: a suite just big enough, the preset, the sample section
+    (its ``engine_env`` with ``--engine-env``'s entries)."""
     from jobs._common import DEFAULT_CONFIG
     from reasoner.config import load_run_config
     from reasoner.data.synthetic import SuiteConfig, split_sizes
@@ -149,19 +151,20 @@ def run_config(args: argparse.Namespace, run_dir: str, env: dict[str, str]):
     num_items = math.ceil(args.questions / 0.8)
     while split_sizes(SuiteConfig(num_items=num_items))["train"] < args.questions:
         num_items += 1
-    actor_env = {**env, **dict(item.split("=", 1) for item in args.engine_env)}
-    engine_env = "{" + ", ".join(f"{k}: '{v}'" for k, v in actor_env.items()) + "}"
     overrides = [
         f"run_dir={run_dir}", f"examples.synthetic.num_items={num_items}", "examples.items_per_part=256",
         f"model.preset={args.preset}", "sample.model=models/base", "sample.split=train",
         f"sample.max_questions={args.questions}", f"sample.num_samples={args.samples}",
         f"sample.max_tokens={args.max_tokens}", f"sample.num_engines={args.engines}",
-        f"sample.engine_env={engine_env}",
     ]
     if args.chunked_prefill:
         overrides.append("sample.engine={enable_chunked_prefill: true}")
     if args.questions_per_part is not None:
         overrides.append(f"sample.questions_per_part={args.questions_per_part}")
+    if args.engine_env:
+        env = {**load_run_config(DEFAULT_CONFIG, overrides).sample.engine_env,
+               **dict(item.split("=", 1) for item in args.engine_env)}
+        overrides.append("sample.engine_env={" + ", ".join(f"{k}: '{v}'" for k, v in env.items()) + "}")
     return load_run_config(DEFAULT_CONFIG, overrides)
 
 
@@ -516,12 +519,15 @@ def main(argv: list[str] | None = None) -> None:
     from jobs._common import setup_logging
 
     setup_logging(args.log_level)
-    env = {key: os.environ.get(key, value) for key, value in VLLM_CPU_ENV.items()}
-    os.environ.update(env)  # (b)'s in-process engine; (a) gets the same through sample.engine_env
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout holds the report only
     scratch = None if args.run_dir else tempfile.TemporaryDirectory(prefix="bench-sampling-")
     run_dir = os.path.abspath(args.run_dir or os.path.join(scratch.name, "run"))
-    config = run_config(args, run_dir, env)
+    config = run_config(args, run_dir)
+    from jobs._common import DEFAULT_CONFIG
+    from reasoner.config import load_run_config
+
+    default_env = load_run_config(DEFAULT_CONFIG, []).sample.engine_env  # (b): without --engine-env's extras
+    os.environ.update({key: os.environ.get(key, value) for key, value in default_env.items()})
 
     import ray
 
