@@ -13,7 +13,8 @@ rerun behave as in train_sft. The model (or adapter, whose base is ``dpo.model``
 ``metrics.jsonl`` (loss, reward margin, chosen-over-rejected accuracy, steps/s per step), is
 exported to ``<run>/models/dpo``. ``dpo.mdpo_weight > 0`` adds the image-conditioned mDPO term
 (``reasoner.training.mdpo``): the reference pass then also scores each chosen response under a
-corrupted image (column ``chosen_corrupt_ref_logp`` of ``dpo_ref``).
+corrupted image (column ``chosen_corrupt_ref_logp`` of ``dpo_ref``). Last, as in train_sft, the
+greedy evaluation (``dpo.eval``) writes ``<run>/models/dpo/eval.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import DPOConfig
 
 from jobs._common import Timings, begin_stage, run_job
+from jobs._eval import eval_ids, evaluate_model
 
 logger = logging.getLogger("jobs.train_dpo")
 STAGE, ARTIFACT, REFERENCE = "train_dpo", "models/dpo", "dpo_ref"
@@ -44,6 +46,7 @@ def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOCo
 def main(config: RunConfig) -> None:
     from reasoner.training.dpo import train_dpo, training_pairs
     from reasoner.training.progress import read_metrics
+    from reasoner.training.raytrain import remove_checkpoints
 
     section, timings = config.dpo, Timings()
     run = RunDir(config.run_dir)
@@ -55,6 +58,7 @@ def main(config: RunConfig) -> None:
         return
     with timings.step("check pairs"):
         pairs = training_pairs(run, section, check=True)
+        evaluate_ids = eval_ids(run, "dpo.eval", section.eval)
     reference = {"reference_model": section.model, **inputs}
     if section.mdpo_weight > 0:  # the corrupted images are scored too
         reference["mdpo_mask_fraction"] = section.mdpo_mask_fraction
@@ -68,6 +72,10 @@ def main(config: RunConfig) -> None:
                    extra={"scored_this_run": scored, "backend": section.reference_backend})
     with timings.step("train"):
         train_dpo(run, section, config.cache_dir, digest, ARTIFACT, check=False)
+    evaluation = None
+    if evaluate_ids is not None:
+        with timings.step("evaluate"):
+            evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids, section.use_gpu)
     records = read_metrics(os.path.join(run.local_path(ARTIFACT, cache_dir=os.path.expanduser(config.cache_dir)), "metrics.jsonl"))
     final = records[-1] if records else {}
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "dpo": to_dict(section)}, config_hash=digest,
@@ -75,7 +83,10 @@ def main(config: RunConfig) -> None:
                extra={"steps": final.get("step"), "final_loss": final.get("loss"),
                       "final_reward_margin": final.get("rewards/margins"),
                       "final_reward_accuracy": final.get("rewards/accuracies"), "base_model": section.model,
-                      "beta": section.beta, "lora": section.lora.enabled})
+                      "beta": section.beta, "lora": section.lora.enabled,
+                      "eval": None if evaluation is None else evaluation["overall"]})
+    if not section.keep_checkpoints:
+        remove_checkpoints(run, f"{STAGE}-{digest}")
     logger.info("DPO: %s steps, final loss %s, reward margin %s -> %s", final.get("step"), final.get("loss"),
                 final.get("rewards/margins"), run.path(ARTIFACT))
 

@@ -7,11 +7,15 @@ Ray Train's ``TorchTrainer`` runs TRL's ``SFTTrainer`` under DeepSpeed ZeRO (``s
 on ``sft.num_workers`` workers (CPU with gloo, or one GPU each with NCCL). Checkpoints go to
 ``<run>/checkpoints/train_sft-<config hash>``: a killed worker resumes from the last one
 (``sft.max_failures``), and so does a rerun of an interrupted stage; a rerun of a finished one
-does nothing. ``sft.mix`` picks the paper's variants (format, direct, cot, both). The model,
+does nothing. Once the stage has finished its checkpoints are deleted, unless
+``sft.keep_checkpoints``. ``sft.mix`` picks the paper's variants (format, direct, cot, both). The model,
 with ``metrics.jsonl``, is exported to ``<run>/models/sft`` in the layout transformers and vLLM
 load. With ``sft.select.enabled``, each kept checkpoint is sampled on a validation slice (a Ray
 task each, vLLM) and the one leaving most questions uncertain replaces the export
-(``reasoner.training.select``; scores in ``<run>/models/sft/selection.json``).
+(``reasoner.training.select``; scores in ``<run>/models/sft/selection.json``). Last, unless
+``sft.eval.questions=0``, the exported model answers a fixed slice of the validation split
+greedily, direct and CoT (``jobs._eval``): the accuracy per source, per number of steps and
+overall is logged as a table and written with every reply to ``<run>/models/sft/eval.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import SFTConfig
 
 from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
+from jobs._eval import eval_ids, evaluate_model
 
 logger = logging.getLogger("jobs.train_sft")
 STAGE, ARTIFACT = "train_sft", "models/sft"
@@ -86,6 +91,7 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
 
 def main(config: RunConfig) -> None:
     from reasoner.training.progress import read_metrics
+    from reasoner.training.raytrain import remove_checkpoints
     from reasoner.training.sft import train_sft
 
     section, timings = config.sft, Timings()
@@ -95,19 +101,27 @@ def main(config: RunConfig) -> None:
     digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
     if digest is None:
         return
+    evaluate_ids = eval_ids(run, "sft.eval", section.eval)
     with timings.step("train"):
         result = train_sft(run, section, config.cache_dir, digest, ARTIFACT)
     selection = None
     if section.select.enabled:
         with timings.step("select"):
             selection = select_checkpoint(run, result, config)
+    evaluation = None
+    if evaluate_ids is not None:
+        with timings.step("evaluate"):
+            evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids, section.use_gpu)
     with timings.step("check"):
         records = read_metrics(os.path.join(run.local_path(ARTIFACT, cache_dir=os.path.expanduser(config.cache_dir)), "metrics.jsonl"))
     final = records[-1] if records else {}
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sft": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=final.get("step", 0), out=1), seed=section.seed, timings=timings,
                extra={"steps": final.get("step"), "final_loss": final.get("loss"), "base_model": section.model,
-                      "selected_step": None if selection is None else selection["chosen_step"]})
+                      "selected_step": None if selection is None else selection["chosen_step"],
+                      "eval": None if evaluation is None else evaluation["overall"]})
+    if not section.keep_checkpoints:
+        remove_checkpoints(run, f"{STAGE}-{digest}")
     logger.info("SFT: %s steps, final loss %s -> %s", final.get("step"), final.get("loss"), run.path(ARTIFACT))
 
 

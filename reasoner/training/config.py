@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from reasoner.evaluation import GreedyEvalConfig
 from reasoner.options import check, option, section
 from reasoner.training.select import SelectConfig
 
@@ -46,7 +47,9 @@ class TrainConfig:
     """What every training stage shares: optimisation, batch sizes, ZeRO, workers, checkpoints."""
 
     # How the work is run, not what it makes: a rerun may change these and resume the same stage.
-    OPERATIONAL: ClassVar[tuple[str, ...]] = ("cpus_per_worker", "max_failures", "logging_steps")
+    # (The evaluation reads the exported model; it does not change it.)
+    OPERATIONAL: ClassVar[tuple[str, ...]] = ("cpus_per_worker", "max_failures", "logging_steps", "keep_checkpoints",
+                                              "eval")
 
     model: str = option("models/base", "model artifact of the run to start from")
     learning_rate: float = option(1e-3, "peak learning rate")
@@ -74,10 +77,15 @@ class TrainConfig:
     cpus_per_worker: int = option(1, "CPUs each worker reserves")
     seed: int = option(0, "seed of data order and initialisation")
     save_steps: int = option(50, "checkpoint every this many optimizer steps (the unit of recovery)")
-    save_total_limit: int = option(2, "checkpoints kept on the run's storage")
+    save_total_limit: int = option(2, "checkpoints kept on the run's storage while the stage runs")
+    keep_checkpoints: bool = option(False, "keep the stage's checkpoints (<run>/checkpoints/<stage>-<hash>) once its "
+                                           "model is exported; false deletes them when the stage finishes")
     max_failures: int = option(2, "times a failed worker group restarts from the last checkpoint")
     logging_steps: int = option(1, "log metrics every this many steps")
     lora: LoraConfig = section(LoraConfig, "LoRA instead of full fine-tuning")
+    eval: GreedyEvalConfig = section(GreedyEvalConfig, "after training, greedy direct and CoT accuracy of the "
+                                                        "exported model on validation questions, per source "
+                                                        "(eval.json beside the model)")
 
     def __post_init__(self) -> None:
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "use a positive learning rate")

@@ -14,6 +14,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,3 +101,23 @@ def load_trained(run: RunDir, artifact: str, cache_dir: str, *, dtype: str = "fl
 
     base = load_model(resolve_adapter_base(run, directory, cache_dir), dtype=dtype)
     return PeftModel.from_pretrained(base, directory).merge_and_unload().eval()
+
+
+@contextmanager
+def engine_model_dir(run: RunDir, artifact: str, cache_dir: str) -> Iterator[str]:
+    """A local model directory of a trained artifact that vLLM loads: the artifact itself, or for a
+    LoRA adapter its base with the adapter merged in (a temporary directory, removed afterwards)."""
+    from reasoner.models.checkpoint import load_processor
+
+    directory = run.local_path(artifact, cache_dir=cache_dir)
+    if not is_adapter_dir(directory):
+        yield directory
+        return
+    merged = tempfile.mkdtemp(prefix="reasoner-merged-")
+    try:
+        load_trained(run, artifact, cache_dir).save_pretrained(merged)
+        load_processor(resolve_adapter_base(run, directory, cache_dir)).save_pretrained(merged)  # LoRA keeps it
+        to_vllm_layout(merged)
+        yield str(check_model_dir(merged))
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)

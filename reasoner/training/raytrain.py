@@ -42,6 +42,17 @@ def checkpoint_storage(run: RunDir, stage: str) -> tuple[str, str]:
     return run.path(CHECKPOINTS), stage
 
 
+def remove_checkpoints(run: RunDir, stage: str) -> None:
+    """Delete a finished stage's Ray Train run (its checkpoints) from the run's storage."""
+    import pyarrow.fs as pafs
+
+    storage_path, name = checkpoint_storage(run, stage)
+    target = f"{storage_path.rstrip('/')}/{name}"
+    if run.fs.get_file_info(target).type != pafs.FileType.NotFound:
+        run.fs.delete_dir(target)
+        logger.info("deleted the checkpoints of %s (%s)", stage, target)
+
+
 def fit(train_fn: Callable[[dict], None], loop_config: dict[str, Any], config: TrainConfig, run: RunDir,
         stage: str):
     """Run ``train_fn(loop_config)`` on ``config.num_workers`` Ray Train workers; the ``ray.train.Result``.

@@ -10,7 +10,8 @@ import pytest
 from jobs import train_dpo
 from reasoner.rundir import RunDir
 from tests.jobs.conftest import install_model, run_config
-from tests.jobs.training_support import copy_run, make_training_run, stage_overrides, write_pairs
+from tests.jobs.training_support import (check_greedy_evaluation, copy_run, make_training_run, stage_overrides,
+                                         write_pairs)
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,8 @@ def test_dpo_lora_zero3_exports_an_adapter_over_the_run_base(dpo_run, tmp_path) 
 
     root = copy_run(dpo_run, tmp_path / "lora")
     train_dpo.main(run_config(root, *stage_overrides("dpo", "dpo.zero_stage=3", "dpo.lora.enabled=true",
-                                                     "dpo.learning_rate=0.01")))
+                                                     "dpo.learning_rate=0.01", "dpo.eval.questions=4",
+                                                     "dpo.eval.max_tokens=6")))
     run = RunDir(root)
     out = run.path("models/dpo")
     assert is_adapter_dir(out)
@@ -80,6 +82,7 @@ def test_dpo_lora_zero3_exports_an_adapter_over_the_run_base(dpo_run, tmp_path) 
     model = load_trained(run, "models/dpo", str(tmp_path / "cache"))
     assert type(model).__name__ == "LlavaForConditionalGeneration"
     _adapter_scores_agree_in_vllm(run, model)
+    check_greedy_evaluation(run, "models/dpo", questions=4, max_tokens=6)  # the adapter, merged for vLLM
 
 
 def _adapter_scores_agree_in_vllm(run: RunDir, merged) -> None:

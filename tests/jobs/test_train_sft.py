@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from jobs import train_sft
 from reasoner.rundir import RunDir
 from tests.jobs.conftest import run_config
-from tests.jobs.training_support import copy_run, make_training_run, stage_overrides
+from tests.jobs.training_support import check_greedy_evaluation, copy_run, make_training_run, stage_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,8 @@ def test_sft_zero2_and_zero3_agree_and_export_loads(sft_run, tmp_path, tiny_mode
                               if "vision_tower." in k and "vision_model" not in k else k for k in before}
         changed = [k for k in after if k in before and not (after[k] == before[k]).all()]
         assert changed, "no parameter changed"
+        # Once the model is exported, the stage's checkpoints are deleted (sft.keep_checkpoints=false).
+        assert list(Path(root, "checkpoints").iterdir()) == []
     assert losses[2] == pytest.approx(losses[3], rel=1e-4), losses
     # A rerun of a finished stage does nothing.
     manifest = run.manifest("models/sft")
@@ -96,7 +99,8 @@ def test_killed_worker_resumes_from_the_last_checkpoint(sft_run, tmp_path) -> No
     from pathlib import Path
 
     root = copy_run(sft_run, tmp_path / "kill")
-    config = run_config(root, *stage_overrides("sft", "sft.max_steps=20", "sft.save_steps=2", "sft.max_failures=1"))
+    config = run_config(root, *stage_overrides("sft", "sft.max_steps=20", "sft.save_steps=2", "sft.max_failures=1",
+                                               "sft.keep_checkpoints=true"))
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -156,10 +160,12 @@ def test_checkpoint_selection_by_sampled_validation_accuracy(sft_run, tmp_path) 
     root = copy_run(sft_run, tmp_path / "select")
     # The sampling engines are built as stage sample's (the default config's sample.engine_env).
     train_sft.main(run_config(root, *stage_overrides("sft", "sft.select.enabled=true", "sft.select.questions=4",
-                                                     "sft.select.samples=2", "sft.select.max_tokens=8")))
+                                                     "sft.select.samples=2", "sft.select.max_tokens=8",
+                                                     "sft.eval.questions=3", "sft.eval.max_tokens=8")))
     run = RunDir(root)
     selection = json.loads(open(run.path("models/sft", "selection.json")).read())
     assert sorted(s["step"] for s in selection["scores"]) == [2, 4]
     assert selection["chosen_step"] == choose(selection["scores"])["step"]
     assert run.manifest("models/sft")["selected_step"] == selection["chosen_step"]
     check_model_dir(run.path("models/sft"))
+    check_greedy_evaluation(run, "models/sft", questions=3, max_tokens=8)

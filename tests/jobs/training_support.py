@@ -15,6 +15,8 @@ from tests.jobs.conftest import install_model, run_config
 TRAIN_OVERRIDES = ("num_workers=2", "per_device_batch_size=2", "global_batch_size=4", "max_steps=4",
                    "save_steps=2", "learning_rate=0.001", "warmup_ratio=0.0", "logging_steps=1",
                    "max_failures=0")
+# The greedy evaluation after training is off, but where a test turns it on.
+TRAIN_OVERRIDES += ("eval.questions=0",)
 
 
 def stage_overrides(section: str, *extra: str) -> list[str]:
@@ -47,3 +49,27 @@ def write_pairs(run: RunDir, limit: int = 16) -> list[dict]:
 def copy_run(source: str, target) -> str:
     shutil.copytree(source, target)
     return str(target)
+
+
+def check_greedy_evaluation(run: RunDir, artifact: str, questions: int, max_tokens: int) -> None:
+    """eval.json beside an exported model: every reply of both modes, scored as the metric says."""
+    import json
+
+    from reasoner.answers import is_correct, score
+    from reasoner.data.examples import subset
+    from reasoner.evaluation import prediction_of, summarise
+
+    record = json.loads(open(run.path(artifact, "eval.json")).read())
+    examples = {e["id"]: e for e in run.read_table("examples").to_pylist()}
+    ids = subset([i for i, e in examples.items() if e["split"] == "val"], questions)
+    assert record["questions"] == questions and record["unusable"] == []
+    rows = record["rows"]
+    assert sorted((r["mode"], r["id"]) for r in rows) == sorted((m, i) for m in ("direct", "cot") for i in ids)
+    for r in rows:
+        example = examples[r["id"]]
+        assert r["source"] == example["source"] and 1 <= r["num_tokens"] <= max_tokens
+        assert r["answer"] == prediction_of(r["text"], r["mode"])
+        assert r["score"] == score(r["answer"], example["answers"], example["metric"], example["choices"])
+        assert r["correct"] == is_correct(r["score"], example["metric"])
+    assert record["summary"] == summarise(rows)
+    assert run.manifest(artifact)["eval"] == record["summary"]["overall"]

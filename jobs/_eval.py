@@ -1,0 +1,79 @@
+"""The greedy evaluation that ends the training stages (``sft.eval``, ``dpo.eval``).
+
+The exported model answers a fixed slice of a split greedily, direct and CoT, in a Ray task that
+builds its vLLM engine as stage sample does (``sample.engine``, ``sample.engine_env``); the
+accuracy per source, per number of steps and overall is logged as a table and written, with
+every reply, to ``eval.json`` beside the model (``reasoner.evaluation``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+
+import ray
+
+from reasoner.config import RunConfig, to_dict
+from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_summary, summarise
+from reasoner.rundir import RunDir
+
+from jobs._common import read_artifact_rows, select_ids
+
+logger = logging.getLogger("jobs.eval")
+
+
+def eval_ids(run: RunDir, key: str, config: GreedyEvalConfig) -> list[str] | None:
+    """The slice ``config`` names (None when ``questions`` is 0). Call before training: a split
+    the run's examples do not have fails there, not after hours of training."""
+    if not config.questions:
+        return None
+    ids = select_ids(run, config.split, config.questions)
+    if not ids:
+        raise ValueError(f"{key}: the run's examples have no {config.split!r} split to evaluate on; set "
+                         f"{key}.split to one they have, or {key}.questions=0 to skip the evaluation")
+    return ids
+
+
+@ray.remote
+def evaluate_task(run: RunDir, artifact: str, examples: list[dict], config: GreedyEvalConfig, engine: dict,
+                  cache_dir: str) -> list[dict]:
+    """Greedy direct and CoT replies of the model ``artifact`` (a LoRA adapter is merged first)."""
+    from reasoner.evaluation import GreedyEvaluator
+    from reasoner.training.export import engine_model_dir
+
+    with engine_model_dir(run, artifact, cache_dir) as model_dir:
+        evaluator = GreedyEvaluator(model_dir, config, engine)
+        try:
+            return evaluator.evaluate(examples)
+        finally:
+            evaluator.close()
+
+
+def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: GreedyEvalConfig, ids: list[str],
+                   use_gpu: bool) -> dict:
+    """Evaluate the model ``artifact`` on the examples ``ids``, write ``eval.json`` beside it; the summary."""
+    from reasoner.data.examples import example_problem
+
+    examples, unusable = [], []
+    for example in read_artifact_rows(run, "examples", ids).take_all():
+        problem = example_problem(example)
+        if problem is None:
+            examples.append(example)
+        else:
+            unusable.append({"id": example["id"], "reason": problem})
+    task = evaluate_task.options(num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": dict(config.sample.engine_env)})
+    rows = ray.get(task.remote(run, artifact, examples, eval_config, dict(config.sample.engine),
+                               os.path.expanduser(config.cache_dir)))
+    summary = summarise(rows)
+    record = {"split": eval_config.split, "questions": len(examples), "unusable": unusable,
+              "config": to_dict(eval_config), "summary": summary, "rows": rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, EVAL_FILE), "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+        run.upload(tmp, artifact)
+    logger.info("greedy accuracy of %s on %d %s questions%s:\n%s", run.path(artifact), len(examples),
+                eval_config.split, f" ({len(unusable)} unusable, listed in {EVAL_FILE})" if unusable else "",
+                format_summary(summary) if rows else "(no usable question)")
+    return summary

@@ -1,0 +1,162 @@
+"""Greedy accuracy of a model on held-out examples, per source and prompt mode.
+
+The paper's measure of an SFT model (Zhang et al. 2024, Table 2): every question is answered
+greedily in both modes, direct (the short answer or the option letter) and CoT (a rationale, then
+``### Answer:``), with the paper's prompts, and scored with the question's own metric
+(``reasoner.answers``: the answer after the marker for CoT; for direct, the marker's answer if the
+model wrote one, else the whole reply). Accuracy is the mean of ``is_correct``, reported per source
+(for the synthetic suite, its family: ``synthetic/chart``, ...), per number of reasoning steps (the
+lines of the ground-truth rationale, where there is one) and overall.
+
+:class:`GreedyEvaluator` holds one vLLM engine; :func:`summarise` and :func:`format_summary` turn its
+rows into the report. Train-time use: ``jobs.train_sft`` evaluates the exported model on a slice of
+the validation split (``sft.eval``) and writes ``eval.json`` beside it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from reasoner.answers import extract_answer, is_correct, score
+from reasoner.options import check, option
+from reasoner.prompts import MODES, build_prompt
+
+if TYPE_CHECKING:
+    from vllm import LLM
+
+EVAL_FILE = "eval.json"
+MAX_STEPS_BUCKET = 4
+
+
+@dataclass
+class GreedyEvalConfig:
+    """Greedy direct and CoT accuracy of a trained model on held-out questions."""
+
+    questions: int = option(256, "questions answered greedily in each mode (a fixed subset mixing families); "
+                                 "0 skips the evaluation")
+    split: str = option("val", "split of the run's examples to answer")
+    modes: list[str] = option(["direct", "cot"], "prompt modes to evaluate (the paper's two)")
+    max_tokens: int = option(256, "most tokens of a reply")
+    correct_threshold: float = option(0.5, "score at which an answer counts as correct (is_correct)")
+
+    def __post_init__(self) -> None:
+        check(self.questions >= 0, "questions", self.questions, "use 0 (skip) or more")
+        check(bool(self.split), "split", self.split, "name a split, e.g. val")
+        check(bool(self.modes) and all(m in MODES for m in self.modes) and len(set(self.modes)) == len(self.modes),
+              "modes", self.modes, f"list distinct modes of {list(MODES)}")
+        check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "allow at least 1 token")
+        check(0 < self.correct_threshold <= 1, "correct_threshold", self.correct_threshold, "use a value in (0, 1]")
+
+
+def reasoning_steps(example: dict) -> int | None:
+    """The number of steps of the ground-truth rationale (its lines before the answer), or None."""
+    rationale = example.get("rationale")
+    if not rationale:
+        return None
+    lines = [line for line in rationale.strip().splitlines() if line.strip()]
+    return max(1, sum(1 for line in lines if extract_answer(line) is None))
+
+
+def prediction_of(text: str, mode: str) -> str | None:
+    """The answer a reply gives: after the marker; in direct mode the whole reply if it has none."""
+    answer = extract_answer(text)
+    if answer is None and mode == "direct":
+        answer = text.strip() or None
+    return answer
+
+
+class GreedyEvaluator:
+    """Answers examples greedily with one vLLM engine (``engine_factory(model_dir, **engine)``)."""
+
+    def __init__(self, model_dir: str, config: GreedyEvalConfig, engine: dict[str, Any] | None = None,
+                 engine_factory: Callable[..., LLM] | None = None) -> None:
+        from reasoner.models import load_processor, make_vllm_engine
+
+        self.config = config
+        self.processor = load_processor(model_dir)
+        self.llm = (engine_factory or make_vllm_engine)(model_dir, **(engine or {}))
+
+    def answer(self, examples: Sequence[dict], mode: str) -> list[dict]:
+        """One row per example: id, source, steps, mode, text, answer, score, correct, num_tokens."""
+        from vllm import SamplingParams
+
+        from reasoner.models.scorer import format_prompt, load_image, tokenizer_of
+
+        if not examples:
+            return []
+        tokenizer = tokenizer_of(self.processor)
+        inputs = []
+        for ex in examples:
+            prompt = build_prompt(ex["question"], ex.get("choices"), mode)
+            ids = tokenizer(format_prompt(self.processor, prompt), add_special_tokens=False)["input_ids"]
+            inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": load_image(ex["image"])}})
+        params = SamplingParams(temperature=0.0, max_tokens=self.config.max_tokens)
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        rows = []
+        for ex, out in zip(examples, outputs):
+            completion = out.outputs[0]
+            answer = prediction_of(completion.text, mode)
+            value = score(answer, list(ex["answers"]), ex["metric"], ex.get("choices"))
+            rows.append({"id": ex["id"], "source": ex["source"], "steps": reasoning_steps(ex), "mode": mode,
+                         "text": completion.text, "answer": answer, "score": float(value),
+                         "correct": is_correct(value, ex["metric"], self.config.correct_threshold),
+                         "num_tokens": len(completion.token_ids)})
+        return rows
+
+    def evaluate(self, examples: Sequence[dict]) -> list[dict]:
+        """:meth:`answer` in every configured mode."""
+        return [row for mode in self.config.modes for row in self.answer(examples, mode)]
+
+    def close(self) -> None:
+        from reasoner.models import shutdown_vllm_engine
+
+        shutdown_vllm_engine(self.llm)
+
+
+def _accuracy(rows: Sequence[dict]) -> dict[str, float | int]:
+    return {"accuracy": sum(bool(r["correct"]) for r in rows) / len(rows), "questions": len(rows),
+            "answered": sum(r["answer"] is not None for r in rows) / len(rows)}
+
+
+def steps_bucket(steps: int) -> str:
+    """"1", "2", "3" or "4+": few questions need more than four steps."""
+    return str(steps) if steps < MAX_STEPS_BUCKET else f"{MAX_STEPS_BUCKET}+"
+
+
+def summarise(rows: Sequence[dict]) -> dict[str, Any]:
+    """Accuracy (and the share of replies with an answer) per mode: overall, per source, per number
+    of ground-truth steps (:func:`steps_bucket`)."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups["overall", "all", r["mode"]].append(r)
+        groups["by_source", r["source"], r["mode"]].append(r)
+        if r.get("steps") is not None:
+            groups["by_steps", steps_bucket(r["steps"]), r["mode"]].append(r)
+    summary: dict[str, Any] = {"overall": {}, "by_source": {}, "by_steps": {}}
+    for (kind, key, mode), members in sorted(groups.items()):
+        target = summary[kind] if kind == "overall" else summary[kind].setdefault(key, {})
+        target[mode] = _accuracy(members)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of :func:`summarise`'s accuracies: one row per source, steps and overall."""
+    order = ("direct", "cot")  # as the paper's tables
+    modes = sorted(summary["overall"], key=lambda m: order.index(m) if m in order else len(order))
+    header = f"{'':<24}{'questions':>10}" + "".join(f"{m + ' acc':>12}" for m in modes)
+    lines = [header]
+
+    def line(label: str, by_mode: dict[str, dict]) -> str:
+        n = max(v["questions"] for v in by_mode.values())
+        cells = "".join(f"{by_mode[m]['accuracy']:>12.3f}" if m in by_mode else f"{'-':>12}" for m in modes)
+        return f"{label:<24}{n:>10}{cells}"
+
+    for source, by_mode in summary["by_source"].items():
+        lines.append(line(source, by_mode))
+    for steps, by_mode in sorted(summary["by_steps"].items(), key=lambda kv: int(kv[0].rstrip("+"))):
+        lines.append(line(f"{steps} step{'s' if steps != '1' else ''}", by_mode))
+    lines.append(line("overall", summary["overall"]))
+    return "\n".join(lines)
