@@ -8,6 +8,11 @@ model wrote one, else the whole reply). Accuracy is the mean of ``is_correct``, 
 (for the synthetic suite, its family: ``synthetic/chart``, ...), per number of reasoning steps (the
 lines of the ground-truth rationale, where there is one) and overall.
 
+With ``blind`` (on by default) every question is asked again with a blank image of the same size
+(modes ``direct_blind``, ``cot_blind``): the accuracy a model reaches without looking. A model
+that reads its images beats it; one that learned only the text's priors (answer formats, likely
+values) does not, whatever its loss says.
+
 :class:`GreedyEvaluator` holds one vLLM engine; :func:`summarise` and :func:`format_summary` turn its
 rows into the report. Train-time use: ``jobs.train_sft`` evaluates the exported model on a slice of
 the validation split (``sft.eval``) and writes ``eval.json`` beside it.
@@ -40,6 +45,8 @@ class GreedyEvalConfig:
     split: str = option("val", "split of the run's examples to answer")
     modes: list[str] = option(["direct", "cot"], "prompt modes to evaluate (the paper's two)")
     max_tokens: int = option(256, "most tokens of a reply")
+    blind: bool = option(True, "also ask every question with a blank image (modes <mode>_blind): the accuracy "
+                               "reached without looking, which a model that reads images beats")
     correct_threshold: float = option(0.5, "score at which an answer counts as correct (is_correct)")
 
     def __post_init__(self) -> None:
@@ -63,7 +70,7 @@ def reasoning_steps(example: dict) -> int | None:
 def prediction_of(text: str, mode: str) -> str | None:
     """The answer a reply gives: after the marker; in direct mode the whole reply if it has none."""
     answer = extract_answer(text)
-    if answer is None and mode == "direct":
+    if answer is None and mode.removesuffix("_blind") == "direct":
         answer = text.strip() or None
     return answer
 
@@ -79,8 +86,10 @@ class GreedyEvaluator:
         self.processor = load_processor(model_dir)
         self.llm = (engine_factory or make_vllm_engine)(model_dir, **(engine or {}))
 
-    def answer(self, examples: Sequence[dict], mode: str) -> list[dict]:
-        """One row per example: id, source, steps, mode, text, answer, score, correct, num_tokens."""
+    def answer(self, examples: Sequence[dict], mode: str, blind: bool = False) -> list[dict]:
+        """One row per example: id, source, steps, mode, text, answer, score, correct, num_tokens.
+        ``blind``: each image replaced by a white one of its size (``mode`` gets ``_blind``)."""
+        from PIL import Image
         from vllm import SamplingParams
 
         from reasoner.models.scorer import format_prompt, load_image, tokenizer_of
@@ -92,7 +101,10 @@ class GreedyEvaluator:
         for ex in examples:
             prompt = build_prompt(ex["question"], ex.get("choices"), mode)
             ids = tokenizer(format_prompt(self.processor, prompt), add_special_tokens=False)["input_ids"]
-            inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": load_image(ex["image"])}})
+            image = load_image(ex["image"])
+            if blind:
+                image = Image.new("RGB", image.size, (255, 255, 255))
+            inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": image}})
         params = SamplingParams(temperature=0.0, max_tokens=self.config.max_tokens)
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rows = []
@@ -100,15 +112,17 @@ class GreedyEvaluator:
             completion = out.outputs[0]
             answer = prediction_of(completion.text, mode)
             value = score(answer, list(ex["answers"]), ex["metric"], ex.get("choices"))
-            rows.append({"id": ex["id"], "source": ex["source"], "steps": reasoning_steps(ex), "mode": mode,
+            rows.append({"id": ex["id"], "source": ex["source"], "steps": reasoning_steps(ex),
+                         "mode": f"{mode}_blind" if blind else mode,
                          "text": completion.text, "answer": answer, "score": float(value),
                          "correct": is_correct(value, ex["metric"], self.config.correct_threshold),
                          "num_tokens": len(completion.token_ids)})
         return rows
 
     def evaluate(self, examples: Sequence[dict]) -> list[dict]:
-        """:meth:`answer` in every configured mode."""
-        return [row for mode in self.config.modes for row in self.answer(examples, mode)]
+        """:meth:`answer` in every configured mode (and blind, if configured)."""
+        blind = (False, True) if self.config.blind else (False,)
+        return [row for b in blind for mode in self.config.modes for row in self.answer(examples, mode, b)]
 
     def close(self) -> None:
         from reasoner.models import shutdown_vllm_engine
@@ -144,14 +158,14 @@ def summarise(rows: Sequence[dict]) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of :func:`summarise`'s accuracies: one row per source, steps and overall."""
-    order = ("direct", "cot")  # as the paper's tables
+    order = ("direct", "cot", "direct_blind", "cot_blind")  # as the paper's tables, then the blind baseline
     modes = sorted(summary["overall"], key=lambda m: order.index(m) if m in order else len(order))
-    header = f"{'':<24}{'questions':>10}" + "".join(f"{m + ' acc':>12}" for m in modes)
+    header = f"{'':<24}{'questions':>10}" + "".join(f"{m + ' acc':>18}" for m in modes)
     lines = [header]
 
     def line(label: str, by_mode: dict[str, dict]) -> str:
         n = max(v["questions"] for v in by_mode.values())
-        cells = "".join(f"{by_mode[m]['accuracy']:>12.3f}" if m in by_mode else f"{'-':>12}" for m in modes)
+        cells = "".join(f"{by_mode[m]['accuracy']:>18.3f}" if m in by_mode else f"{'-':>18}" for m in modes)
         return f"{label:<24}{n:>10}{cells}"
 
     for source, by_mode in summary["by_source"].items():

@@ -64,7 +64,8 @@ def check_greedy_evaluation(run: RunDir, artifact: str, questions: int, max_toke
     ids = subset([i for i, e in examples.items() if e["split"] == "val"], questions)
     assert record["questions"] == questions and record["unusable"] == []
     rows = record["rows"]
-    assert sorted((r["mode"], r["id"]) for r in rows) == sorted((m, i) for m in ("direct", "cot") for i in ids)
+    modes = ("direct", "cot", "direct_blind", "cot_blind")
+    assert sorted((r["mode"], r["id"]) for r in rows) == sorted((m, i) for m in modes for i in ids)
     for r in rows:
         example = examples[r["id"]]
         assert r["source"] == example["source"] and 1 <= r["num_tokens"] <= max_tokens

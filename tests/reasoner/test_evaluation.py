@@ -27,6 +27,7 @@ def test_prediction_of_a_reply() -> None:
     assert prediction_of(" 7 \n", "direct") == "7"  # direct: the reply itself
     assert prediction_of("### Answer: B", "direct") == "B"
     assert prediction_of("  ", "direct") is None
+    assert prediction_of(" 7 ", "direct_blind") == "7" and prediction_of("7", "cot_blind") is None
 
 
 def test_summarise_groups_by_source_steps_and_mode() -> None:
@@ -63,7 +64,8 @@ def test_greedy_answers_in_both_modes(tiny_model_dir, tiny_vllm_engine) -> None:
     evaluator = GreedyEvaluator(str(tiny_model_dir), GreedyEvalConfig(max_tokens=6),
                                 engine_factory=lambda model_dir, **kwargs: tiny_vllm_engine)
     rows = evaluator.evaluate(examples)
-    assert [(r["mode"], r["id"]) for r in rows] == [(m, e["id"]) for m in ("direct", "cot") for e in examples]
+    modes = ("direct", "cot", "direct_blind", "cot_blind")  # blind: the same questions with a blank image
+    assert [(r["mode"], r["id"]) for r in rows] == [(m, e["id"]) for m in modes for e in examples]
     by_id = {e["id"]: e for e in examples}
     for r in rows:
         example = by_id[r["id"]]
@@ -73,3 +75,6 @@ def test_greedy_answers_in_both_modes(tiny_model_dir, tiny_vllm_engine) -> None:
                                    example["choices"])
     assert evaluator.evaluate(examples) == rows  # greedy: the same replies again
     assert evaluator.answer([], "cot") == []
+    # The tiny random model does look at its image: a blank one changes some reply.
+    replies = {(r["mode"], r["id"]): r["text"] for r in rows}
+    assert any(replies[m, e["id"]] != replies[f"{m}_blind", e["id"]] for m in ("direct", "cot") for e in examples)
