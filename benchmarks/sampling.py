@@ -21,9 +21,9 @@ before the next starts:
     as sampling), and the time inside the batches only;
 (b) bare ``vllm.LLM.generate`` in this process: start-up is building a ``Sampler`` (the same
     processor and ``make_vllm_engine(**sample.engine)`` the actor builds); sampling is one
-    ``generate`` call over all questions with the inputs ``Sampler.sample`` builds (chat-templated
-    token ids and the decoded image) and ``Sampler.sampling_params`` (n, temperature, top_p,
-    max_tokens, per-question seed, logprobs=0), built before the clock starts;
+    ``generate`` call over all questions with ``Sampler.requests``, what ``Sampler.sample`` sends
+    (chat-templated token ids and the decoded image; n, temperature, top_p, max_tokens,
+    per-question seed, logprobs=0), built before the clock starts;
 (c) transformers ``generate``: start-up is ``load_model`` + ``load_processor``; sampling is the
     processor calls and ``generate(do_sample=True, num_return_sequences=N, max_new_tokens=...)``
     over batches of ``--hf-batch`` questions of one temperature (top_k off, as in vLLM).
@@ -369,8 +369,6 @@ def leg_stage(config, examples: list[dict]) -> Leg:
 
 def leg_vllm(config, model_dir: str, examples: list[dict]) -> Leg:
     """(b): one ``vllm.LLM.generate`` call with the inputs and SamplingParams the stage builds."""
-    from reasoner.models.scorer import format_prompt, load_image, tokenizer_of
-    from reasoner.prompts import build_prompt
     from reasoner.sampling import Sampler
 
     load = os.getloadavg()[0]
@@ -378,13 +376,7 @@ def leg_vllm(config, model_dir: str, examples: list[dict]) -> Leg:
     sampler = Sampler(model_dir, config.sample)  # load_processor + make_vllm_engine(**sample.engine)
     startup = time.perf_counter() - start
     try:
-        tokenizer = tokenizer_of(sampler.processor)
-        inputs, params = [], []
-        for ex in examples:
-            prompt = build_prompt(ex["question"], ex.get("choices"), "cot")
-            ids = tokenizer(format_prompt(sampler.processor, prompt), add_special_tokens=False)["input_ids"]
-            inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": load_image(ex["image"])}})
-            params.append(sampler.sampling_params(ex))
+        _, inputs, params = sampler.requests(examples)
         logger.info("(b) generate: %d questions x N=%d ...", len(inputs), config.sample.num_samples)
         start, cpu = time.perf_counter(), tree_cpu_s()
         outputs = sampler.llm.generate(inputs, params, use_tqdm=False)

@@ -89,26 +89,33 @@ class GreedyEvaluator:
     def answer(self, examples: Sequence[dict], mode: str, blind: bool = False) -> list[dict]:
         """One row per example: id, source, steps, mode, text, answer, score, correct, num_tokens.
         ``blind``: each image replaced by a white one of its size (``mode`` gets ``_blind``)."""
+        return self._generate(examples, [(mode, blind)])
+
+    def evaluate(self, examples: Sequence[dict]) -> list[dict]:
+        """:meth:`answer` in every configured mode (and blind, if configured), in one ``generate`` call."""
+        blind = (False, True) if self.config.blind else (False,)
+        return self._generate(examples, [(mode, b) for b in blind for mode in self.config.modes])
+
+    def _generate(self, examples: Sequence[dict], runs: Sequence[tuple[str, bool]]) -> list[dict]:
+        """Rows of every (mode, blind) run over ``examples``, run by run; each image decoded once."""
         from PIL import Image
         from vllm import SamplingParams
 
-        from reasoner.models.scorer import format_prompt, load_image, tokenizer_of
+        from reasoner.models.scorer import load_image
+        from reasoner.models.vllm_backend import generation_input
 
         if not examples:
             return []
-        tokenizer = tokenizer_of(self.processor)
-        inputs = []
-        for ex in examples:
-            prompt = build_prompt(ex["question"], ex.get("choices"), mode)
-            ids = tokenizer(format_prompt(self.processor, prompt), add_special_tokens=False)["input_ids"]
-            image = load_image(ex["image"])
-            if blind:
-                image = Image.new("RGB", image.size, (255, 255, 255))
-            inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": image}})
-        params = SamplingParams(temperature=0.0, max_tokens=self.config.max_tokens)
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        images = [load_image(ex["image"]) for ex in examples]
+        blanks = [Image.new("RGB", image.size, (255, 255, 255)) for image in images] if any(b for _, b in runs) else []
+        jobs = [(ex, mode, blind, blanks[i] if blind else images[i])
+                for mode, blind in runs for i, ex in enumerate(examples)]
+        inputs = [generation_input(self.processor, build_prompt(ex["question"], ex.get("choices"), mode), image)
+                  for ex, mode, _, image in jobs]
+        outputs = self.llm.generate(inputs, SamplingParams(temperature=0.0, max_tokens=self.config.max_tokens),
+                                    use_tqdm=False)
         rows = []
-        for ex, out in zip(examples, outputs):
+        for (ex, mode, blind, _), out in zip(jobs, outputs):
             completion = out.outputs[0]
             answer = prediction_of(completion.text, mode)
             value = score(answer, list(ex["answers"]), ex["metric"], ex.get("choices"))
@@ -118,11 +125,6 @@ class GreedyEvaluator:
                          "correct": is_correct(value, ex["metric"], self.config.correct_threshold),
                          "num_tokens": len(completion.token_ids)})
         return rows
-
-    def evaluate(self, examples: Sequence[dict]) -> list[dict]:
-        """:meth:`answer` in every configured mode (and blind, if configured)."""
-        blind = (False, True) if self.config.blind else (False,)
-        return [row for b in blind for mode in self.config.modes for row in self.answer(examples, mode, b)]
 
     def close(self) -> None:
         from reasoner.models import shutdown_vllm_engine

@@ -126,20 +126,21 @@ class Sampler:
             top_p=c.top_p, max_tokens=c.max_tokens, seed=question_seed(c.seed, example["id"]), logprobs=0,
         )
 
+    def requests(self, examples: Sequence[dict]) -> tuple[list[str], list[dict], list]:
+        """The CoT prompts, ``generate`` inputs and sampling params :meth:`sample` sends for ``examples``."""
+        from reasoner.models.scorer import load_image
+        from reasoner.models.vllm_backend import generation_input
+
+        prompts = [build_prompt(ex["question"], ex.get("choices"), "cot") for ex in examples]
+        inputs = [generation_input(self.processor, prompt, load_image(ex["image"]))
+                  for ex, prompt in zip(examples, prompts)]
+        return prompts, inputs, [self.sampling_params(ex) for ex in examples]
+
     def sample(self, examples: Sequence[dict]) -> list[dict]:
         """Candidate rows for ``examples`` (usable ones: ``reasoner.data.examples.example_problem``)."""
-        from reasoner.models.scorer import format_prompt, load_image, tokenizer_of
-
         if not examples:
             return []
-        tokenizer = tokenizer_of(self.processor)
-        prompts, inputs, params = [], [], []
-        for ex in examples:
-            prompt = build_prompt(ex["question"], ex.get("choices"), "cot")
-            ids = tokenizer(format_prompt(self.processor, prompt), add_special_tokens=False)["input_ids"]
-            prompts.append(prompt)
-            inputs.append({"prompt_token_ids": ids, "multi_modal_data": {"image": load_image(ex["image"])}})
-            params.append(self.sampling_params(ex))
+        prompts, inputs, params = self.requests(examples)
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rows = []
         for ex, prompt, out in zip(examples, prompts, outputs):

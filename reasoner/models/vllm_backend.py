@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasoner.models.checkpoint import check_model_dir, load_processor
-from reasoner.models.scorer import ScoreRequest, TokenLogProbs, encode_request, token_texts
+from reasoner.models.scorer import (ScoreRequest, TokenLogProbs, encode_request, format_prompt, token_texts,
+                                    tokenizer_of)
 
 if TYPE_CHECKING:
     from vllm import LLM
@@ -80,6 +81,13 @@ def make_vllm_engine(model_dir: str | Path, **overrides: Any) -> LLM:
         kwargs["max_num_batched_tokens"] = max(int(kwargs.get("max_model_len") or 0), DEFAULT_MAX_MODEL_LEN)
     logger.info("starting vLLM engine: %s", kwargs)
     return LLM(**kwargs)
+
+
+def generation_input(processor: Any, prompt: str, image: Any) -> dict[str, Any]:
+    """The ``vllm.LLM.generate`` input of one prompt: its chat-templated token ids (the scorer's
+    tokenisation, ``format_prompt``) and the image (a PIL image)."""
+    ids = tokenizer_of(processor)(format_prompt(processor, prompt), add_special_tokens=False)["input_ids"]
+    return {"prompt_token_ids": ids, "multi_modal_data": {"image": image}}
 
 
 def shutdown_vllm_engine(llm: LLM) -> None:
