@@ -45,8 +45,8 @@ def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOCo
 
 def main(config: RunConfig) -> None:
     from reasoner.training.dpo import train_dpo, training_pairs
-    from reasoner.training.progress import read_metrics
-    from reasoner.training.raytrain import remove_checkpoints
+    from reasoner.training.progress import last_metrics
+    from reasoner.training.raytrain import remove_checkpoints, train_run_name
 
     section, timings = config.dpo, Timings()
     run = RunDir(config.run_dir)
@@ -71,13 +71,12 @@ def main(config: RunConfig) -> None:
                    counts=StageCounts(in_=len(pairs), out=len(pairs)), timings={"reference": timings["reference"]},
                    extra={"scored_this_run": scored, "backend": section.reference_backend})
     with timings.step("train"):
-        train_dpo(run, section, config.cache_dir, digest, ARTIFACT, check=False)
+        train_dpo(run, section, config.cache_dir, digest, ARTIFACT, pairs=pairs)
     evaluation = None
     if evaluate_ids is not None:
         with timings.step("evaluate"):
             evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids, section.use_gpu)
-    records = read_metrics(os.path.join(run.local_path(ARTIFACT, cache_dir=os.path.expanduser(config.cache_dir)), "metrics.jsonl"))
-    final = records[-1] if records else {}
+    final = last_metrics(run, ARTIFACT)
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "dpo": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=len(pairs), out=1), seed=section.seed, timings=timings,
                extra={"steps": final.get("step"), "final_loss": final.get("loss"),
@@ -86,7 +85,7 @@ def main(config: RunConfig) -> None:
                       "beta": section.beta, "lora": section.lora.enabled,
                       "eval": None if evaluation is None else evaluation["overall"]})
     if not section.keep_checkpoints:
-        remove_checkpoints(run, f"{STAGE}-{digest}")
+        remove_checkpoints(run, train_run_name(STAGE, digest))
     logger.info("DPO: %s steps, final loss %s, reward margin %s -> %s", final.get("step"), final.get("loss"),
                 final.get("rewards/margins"), run.path(ARTIFACT))
 

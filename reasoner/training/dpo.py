@@ -30,7 +30,7 @@ from reasoner.rundir import RunDir
 from reasoner.training.config import DPOConfig
 from reasoner.training.data import attach_reference, check_batch, load_pairs, preference_dataset
 from reasoner.training.mdpo import CORRUPT_IMAGE, add_corrupt_images, conditional_batch
-from reasoner.training.raytrain import fit
+from reasoner.training.raytrain import fit, train_run_name
 from reasoner.training.worker import run_worker
 
 logger = logging.getLogger(__name__)
@@ -135,10 +135,14 @@ def training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[
     return add_corrupt_images(pairs, config.mdpo_mask_fraction) if config.mdpo_weight > 0 else pairs
 
 
+def with_reference(run: RunDir, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``pairs`` with their reference log-probs from ``<run>/dpo_ref``."""
+    return attach_reference(pairs, run.read_table("dpo_ref", schema_name="dpo_ref").to_pylist())
+
+
 def load_training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[str, Any]]:
     """:func:`training_pairs` with their reference log-probs from ``<run>/dpo_ref``."""
-    pairs = training_pairs(run, config, check=check)
-    return attach_reference(pairs, run.read_table("dpo_ref", schema_name="dpo_ref").to_pylist())
+    return with_reference(run, training_pairs(run, config, check=check))
 
 
 def dpo_worker(loop: dict[str, Any]) -> None:
@@ -150,11 +154,14 @@ def dpo_worker(loop: dict[str, Any]) -> None:
 
 
 def train_dpo(run: RunDir, config: DPOConfig, cache_dir: str, digest: str, artifact: str = ARTIFACT, *,
-              check: bool = True):
-    """Check the pairs (unless the caller did: ``check=False``) and that the reference covers them
-    (a clear error before any worker starts), then train; the ``ray.train.Result``."""
-    rows = load_training_pairs(run, config, check=check)
+              pairs: list[dict[str, Any]] | None = None):
+    """Check the pairs and that the reference covers them (a clear error before any worker starts),
+    then train; the ``ray.train.Result``. ``pairs``: the checked :func:`training_pairs`, if the
+    caller already loaded them."""
+    if pairs is None:
+        pairs = training_pairs(run, config, check=True)
+    rows = with_reference(run, pairs)
     logger.info("DPO on %d pairs, beta %s, %s", len(rows), config.beta, "LoRA" if config.lora.enabled else "full")
     check_batch(len(rows), config.per_device_batch_size, config.num_workers, "pairs")
     loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact}
-    return fit(dpo_worker, loop, config, run, f"train_dpo-{digest}")
+    return fit(dpo_worker, loop, config, run, train_run_name("train_dpo", digest))
