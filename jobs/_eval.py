@@ -8,10 +8,8 @@ every reply, to ``eval.json`` beside the model (``reasoner.evaluation``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 
 import ray
 
@@ -22,6 +20,12 @@ from reasoner.rundir import RunDir
 from jobs._common import read_artifact_rows, select_ids
 
 logger = logging.getLogger("jobs.eval")
+
+
+def engine_task_options(config: RunConfig, use_gpu: bool) -> dict:
+    """Ray options of a task that builds a vLLM engine as stage sample's actors do: their
+    environment (``sample.engine_env``), and a GPU when the stage trains on GPUs."""
+    return {"num_gpus": 1 if use_gpu else 0, "runtime_env": {"env_vars": dict(config.sample.engine_env)}}
 
 
 def eval_ids(run: RunDir, key: str, config: GreedyEvalConfig) -> list[str] | None:
@@ -63,16 +67,13 @@ def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: G
             examples.append(example)
         else:
             unusable.append({"id": example["id"], "reason": problem})
-    task = evaluate_task.options(num_gpus=1 if use_gpu else 0, runtime_env={"env_vars": dict(config.sample.engine_env)})
+    task = evaluate_task.options(**engine_task_options(config, use_gpu))
     rows = ray.get(task.remote(run, artifact, examples, eval_config, dict(config.sample.engine),
                                os.path.expanduser(config.cache_dir)))
     summary = summarise(rows)
     record = {"split": eval_config.split, "questions": len(examples), "unusable": unusable,
               "config": to_dict(eval_config), "summary": summary, "rows": rows}
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, EVAL_FILE), "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-        run.upload(tmp, artifact)
+    run.write_json(record, artifact, EVAL_FILE)
     logger.info("greedy accuracy of %s on %d %s questions%s:\n%s", run.path(artifact), len(examples),
                 eval_config.split, f" ({len(unusable)} unusable, listed in {EVAL_FILE})" if unusable else "",
                 format_summary(summary) if rows else "(no usable question)")

@@ -21,7 +21,6 @@ overall is logged as a table and written with every reply to ``<run>/models/sft/
 from __future__ import annotations
 
 import logging
-import os
 
 import ray
 
@@ -30,7 +29,7 @@ from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import SFTConfig
 
 from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
-from jobs._eval import eval_ids, evaluate_model
+from jobs._eval import engine_task_options, eval_ids, evaluate_model
 
 logger = logging.getLogger("jobs.train_sft")
 STAGE, ARTIFACT = "train_sft", "models/sft"
@@ -51,10 +50,8 @@ def score_task(checkpoint, examples: list[dict], config: SFTConfig, engine: dict
 @ray.remote
 def export_task(run: RunDir, checkpoint, selection: dict) -> None:
     """Replace the exported model with the chosen checkpoint's and write the scores beside it."""
-    import json
     import os
     import shutil
-    import tempfile
 
     from reasoner.training.raytrain import CHECKPOINT_NAME
     from reasoner.training.select import SELECTION_FILE, model_of_checkpoint
@@ -62,10 +59,7 @@ def export_task(run: RunDir, checkpoint, selection: dict) -> None:
     with checkpoint.as_directory() as directory:
         model_dir = model_of_checkpoint(os.path.join(directory, CHECKPOINT_NAME))
     run.upload(model_dir, ARTIFACT)
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, SELECTION_FILE), "w", encoding="utf-8") as fh:
-            json.dump(selection, fh, indent=2)
-        run.upload(tmp, ARTIFACT)
+    run.write_json(selection, ARTIFACT, SELECTION_FILE)
     shutil.rmtree(model_dir, ignore_errors=True)
 
 
@@ -77,8 +71,7 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
     section = config.sft
     ids = select_ids(run, "val", section.select.questions)
     examples = read_artifact_rows(run, "examples", ids).take_all()
-    task = score_task.options(num_gpus=1 if section.use_gpu else 0,
-                              runtime_env={"env_vars": dict(config.sample.engine_env)})
+    task = score_task.options(**engine_task_options(config, section.use_gpu))
     checkpoints = [c for c, _ in result.best_checkpoints or []]
     scores = [ray.get(task.remote(c, examples, section, dict(config.sample.engine))) for c in checkpoints]
     chosen = choose(scores)
@@ -90,8 +83,8 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
 
 
 def main(config: RunConfig) -> None:
-    from reasoner.training.progress import read_metrics
-    from reasoner.training.raytrain import remove_checkpoints
+    from reasoner.training.progress import last_metrics
+    from reasoner.training.raytrain import remove_checkpoints, train_run_name
     from reasoner.training.sft import train_sft
 
     section, timings = config.sft, Timings()
@@ -112,16 +105,14 @@ def main(config: RunConfig) -> None:
     if evaluate_ids is not None:
         with timings.step("evaluate"):
             evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids, section.use_gpu)
-    with timings.step("check"):
-        records = read_metrics(os.path.join(run.local_path(ARTIFACT, cache_dir=os.path.expanduser(config.cache_dir)), "metrics.jsonl"))
-    final = records[-1] if records else {}
+    final = last_metrics(run, ARTIFACT)
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sft": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=final.get("step", 0), out=1), seed=section.seed, timings=timings,
                extra={"steps": final.get("step"), "final_loss": final.get("loss"), "base_model": section.model,
                       "selected_step": None if selection is None else selection["chosen_step"],
                       "eval": None if evaluation is None else evaluation["overall"]})
     if not section.keep_checkpoints:
-        remove_checkpoints(run, f"{STAGE}-{digest}")
+        remove_checkpoints(run, train_run_name(STAGE, digest))
     logger.info("SFT: %s steps, final loss %s -> %s", final.get("step"), final.get("loss"), run.path(ARTIFACT))
 
 

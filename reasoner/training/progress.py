@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from reasoner.rundir import RunDir
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -59,6 +61,18 @@ def write_metrics(log_history: Iterable[Mapping[str, Any]], directory: str | Pat
     return path
 
 
+def _records(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a metrics file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _records(Path(path).read_text(encoding="utf-8"))
+
+
+def last_metrics(run: RunDir, artifact: str) -> dict[str, Any]:
+    """The last record of ``<run>/<artifact>/metrics.jsonl`` ({} if it has none), read through the
+    run's filesystem: a bucket's model is not downloaded for it."""
+    with run.fs.open_input_stream(run.path(artifact, METRICS_FILE)) as fh:
+        records = _records(fh.read().decode("utf-8"))
+    return records[-1] if records else {}

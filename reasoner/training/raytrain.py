@@ -42,6 +42,12 @@ def checkpoint_storage(run: RunDir, stage: str) -> tuple[str, str]:
     return run.path(CHECKPOINTS), stage
 
 
+def train_run_name(stage: str, digest: str) -> str:
+    """The Ray Train run of a stage with config hash ``digest``: only a run of the same config
+    resumes its checkpoints (``<run>/checkpoints/<name>``)."""
+    return f"{stage}-{digest}"
+
+
 def remove_checkpoints(run: RunDir, stage: str) -> None:
     """Delete a finished stage's Ray Train run (its checkpoints) from the run's storage."""
     import pyarrow.fs as pafs

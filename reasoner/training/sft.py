@@ -15,7 +15,7 @@ from typing import Any
 from reasoner.rundir import RunDir
 from reasoner.training.config import SFTConfig
 from reasoner.training.data import check_batch, load_sft_rows, sft_dataset
-from reasoner.training.raytrain import fit
+from reasoner.training.raytrain import fit, train_run_name
 from reasoner.training.worker import run_worker
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def train_sft(run: RunDir, config: SFTConfig, cache_dir: str, digest: str, artif
                 config.global_batch_size)
     check_batch(len(rows), config.per_device_batch_size, config.num_workers, "sft_data")
     loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact}
-    return fit(sft_worker, loop, config, run, f"train_sft-{digest}")
+    return fit(sft_worker, loop, config, run, train_run_name("train_sft", digest))
 
 
 def expected_steps(num_rows: int, config: SFTConfig) -> int:
