@@ -55,7 +55,7 @@ def subset(ids: Iterable[str], limit: int | None) -> list[str]:
     families of a split as the whole split does (the first ids in sorted order would all be one
     family: ``syn-chart-...``). A larger limit keeps every id a smaller one chose.
     """
-    ids = sorted(set(ids))
-    if limit is None or limit >= len(ids):
-        return ids
-    return sorted(sorted(ids, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).digest())[:limit])
+    ids = set(ids)
+    if limit is not None and limit < len(ids):
+        ids = sorted(ids, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).digest())[:limit]
+    return sorted(ids)
