@@ -113,11 +113,16 @@ def init_ray(config: RunConfig) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"log_to_driver": True}
     if config.ray.address:
         kwargs["address"] = config.ray.address
-    elif not os.environ.get("RAY_ADDRESS") and config.ray.num_cpus is not None:
-        kwargs["num_cpus"] = config.ray.num_cpus
+    elif not os.environ.get("RAY_ADDRESS"):
+        # A local cluster. It runs the dashboard (on 127.0.0.1) because Ray's state API lives
+        # there, and Ray Train polls it every second to clean up after a dead controller:
+        # without it every training stage logs a warning a second.
+        kwargs["include_dashboard"] = True
+        if config.ray.num_cpus is not None:
+            kwargs["num_cpus"] = config.ray.num_cpus
     ray.init(**kwargs)
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 
 
 def checkpoint_storage(run: RunDir, stage: str) -> tuple[str, str]:
@@ -80,6 +81,11 @@ def fit(train_fn: Callable[[dict], None], loop_config: dict[str, Any], config: T
             name=name, storage_path=storage_path, storage_filesystem=run.fs,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.save_total_limit),
+            # Ray Train patches print() in its workers to copy every line into its logger, which
+            # writes each one to the driver twice (and leaks output libraries capture, such as
+            # dill's disassembly when datasets fingerprints a table). Our logs go through logging.
+            worker_runtime_env={"env_vars": {
+                PRINT_PATCH_ENV: os.environ.get(PRINT_PATCH_ENV, "0")}},
         ),
     )
     return trainer.fit()

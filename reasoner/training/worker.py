@@ -31,6 +31,15 @@ TRAINING_FILE = "training.json"
 """Written beside the exported model: steps, world size, and the step a restart resumed from."""
 
 
+def quiet_printer(trainer) -> None:
+    """Drop the HF Trainer's ``PrinterCallback`` (added when tqdm is off): it prints every log
+    record as a raw dict beside ``StepMetrics``' one line per logging step."""
+    from transformers import PrinterCallback
+
+    while any(isinstance(cb, PrinterCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(PrinterCallback)
+
+
 def lora_config(config: TrainConfig):
     """A peft ``LoraConfig`` on the language model's projections only (not the vision tower's), or None."""
     if not config.lora.enabled:
@@ -74,6 +83,7 @@ def run_worker(loop: dict[str, Any], args_cls_name: str, dataset: Any,
     model = load_policy(model_dir, config)
     trainer = make_trainer(model=model, processor=processor, args=args, dataset=dataset,
                            peft_config=lora_config(config), callbacks=[StepMetrics(), report_checkpoint_callback()])
+    quiet_printer(trainer)
     trainer.vision_tower_lr = config.vision_tower_lr or None
     with train_and_resume(trainer) as (resumed_from, finished_checkpoint):
         record = {"resumed_from_step": resumed_from, "global_step": trainer.state.global_step,
