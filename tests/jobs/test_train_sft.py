@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,14 +28,15 @@ def _weights(model_dir) -> dict:
     return load_file(f"{model_dir}/model.safetensors")
 
 
-def _driver_output(capfd, until: str, timeout_s: float = 20.0) -> str:
-    """What the driver printed (Ray forwards worker output asynchronously), up to ``until``."""
+def _driver_lines(capfd, until: str, timeout_s: float = 20.0) -> list[str]:
+    """The lines the driver printed (Ray forwards worker output asynchronously), up to one holding
+    ``until``; each without Ray's "(RayTrainWorker pid=...)" prefix."""
     text, deadline = "", time.monotonic() + timeout_s
     while until not in text and time.monotonic() < deadline:
         time.sleep(0.5)
         captured = capfd.readouterr()
         text += captured.out + captured.err
-    return text
+    return [re.sub(r"^.*?\(\w+ pid=\d+(?:, ip=[\d.]+)?\)\S*\s*", "", line) for line in text.splitlines()]
 
 
 def test_sft_zero2_and_zero3_agree_and_export_loads(sft_run, tmp_path, tiny_model_dir, capfd) -> None:
@@ -49,11 +51,11 @@ def test_sft_zero2_and_zero3_agree_and_export_loads(sft_run, tmp_path, tiny_mode
             # raw HF log dicts (printed twice through Ray Train's print patch), the bytecode
             # dill prints when datasets fingerprints a table, and the placement group cleaner's
             # warning every second when Ray's state API is not served.
-            log = _driver_output(capfd, until="step 4/4")
-            assert "step 4/4 loss=" in log
-            assert "{'loss'" not in log
-            assert "LOAD_GLOBAL" not in log
-            assert "Failed to query Ray Train Controller" not in log
+            lines = _driver_lines(capfd, until="step 4/4")
+            assert any(line.startswith("step 4/4 loss=") for line in lines)
+            assert not [line for line in lines if line.startswith("{'loss'")]
+            assert not [line for line in lines if "LOAD_GLOBAL" in line]
+            assert not [line for line in lines if "Failed to query Ray Train Controller" in line]
         run = RunDir(root)
         manifest = run.manifest("models/sft")
         assert manifest["steps"] == 4
