@@ -14,7 +14,7 @@ import os
 import ray
 
 from reasoner.config import RunConfig, to_dict
-from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_summary, summarise
+from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_gain, format_summary, summarise, summarise_gain
 from reasoner.rundir import RunDir
 
 from jobs._common import read_artifact_rows, select_ids
@@ -42,15 +42,16 @@ def eval_ids(run: RunDir, key: str, config: GreedyEvalConfig) -> list[str] | Non
 
 @ray.remote
 def evaluate_task(run: RunDir, artifact: str, examples: list[dict], config: GreedyEvalConfig, engine: dict,
-                  cache_dir: str) -> list[dict]:
-    """Greedy direct and CoT replies of the model ``artifact`` (a LoRA adapter is merged first)."""
+                  cache_dir: str) -> tuple[list[dict], list[dict]]:
+    """Greedy direct and CoT replies of the model ``artifact`` (a LoRA adapter is merged first), and
+    the image gain rows (empty unless ``config.image_gain``)."""
     from reasoner.evaluation import GreedyEvaluator
     from reasoner.training.export import engine_model_dir
 
     with engine_model_dir(run, artifact, cache_dir) as model_dir:
         evaluator = GreedyEvaluator(model_dir, config, engine)
         try:
-            return evaluator.evaluate(examples)
+            return evaluator.evaluate(examples), evaluator.image_gain(examples) if config.image_gain else []
         finally:
             evaluator.close()
 
@@ -68,13 +69,17 @@ def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: G
         else:
             unusable.append({"id": example["id"], "reason": problem})
     task = evaluate_task.options(**engine_task_options(config, use_gpu))
-    rows = ray.get(task.remote(run, artifact, examples, eval_config, dict(config.sample.engine),
-                               os.path.expanduser(config.cache_dir)))
+    rows, gain_rows = ray.get(task.remote(run, artifact, examples, eval_config, dict(config.sample.engine),
+                                          os.path.expanduser(config.cache_dir)))
     summary = summarise(rows)
+    if eval_config.image_gain:
+        summary["image_gain"] = summarise_gain(gain_rows)
     record = {"split": eval_config.split, "questions": len(examples), "unusable": unusable,
-              "config": to_dict(eval_config), "summary": summary, "rows": rows}
+              "config": to_dict(eval_config), "summary": summary, "rows": rows, "image_gain_rows": gain_rows}
     run.write_json(record, artifact, EVAL_FILE)
     logger.info("greedy accuracy of %s on %d %s questions%s:\n%s", run.path(artifact), len(examples),
                 eval_config.split, f" ({len(unusable)} unusable, listed in {EVAL_FILE})" if unusable else "",
                 format_summary(summary) if rows else "(no usable question)")
+    if eval_config.image_gain:
+        logger.info("%s", format_gain(summary["image_gain"]))
     return summary

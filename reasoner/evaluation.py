@@ -8,6 +8,13 @@ model wrote one, else the whole reply). Accuracy is the mean of ``is_correct``, 
 (for the synthetic suite, its family: ``synthetic/chart``, ...), per number of reasoning steps (the
 lines of the ground-truth rationale, where there is one) and overall.
 
+With ``image_gain`` (on by default) the ground-truth rationale of every question that has one is
+scored under the CoT prompt with the real image and with the blank one (the shared log-prob
+scorer, on the same engine): the mean difference, in nats, is what the model draws from the image.
+It moves well before greedy accuracy does (a `small` model drawing 1.8 nats a chart rationale from
+the image answered chart questions only 0.03-0.11 above the blank-image baseline), so it is the
+first figure to watch while tuning.
+
 With ``blind`` (on by default) every question is asked again with a blank image of the same size
 (modes ``direct_blind``, ``cot_blind``): the accuracy a model reaches without looking. A model
 that reads its images beats it; one that learned only the text's priors (answer formats, likely
@@ -48,6 +55,9 @@ class GreedyEvalConfig:
     blind: bool = option(True, "also ask every question with a blank image (modes <mode>_blind): the accuracy "
                                "reached without looking, which a model that reads images beats")
     correct_threshold: float = option(0.5, "score at which an answer counts as correct (is_correct)")
+    image_gain: bool = option(True, "also score each question's ground-truth rationale (CoT prompt) with its "
+                                    "image and with a blank one: the log-prob the image adds, in nats. It "
+                                    "shows a model starting to read long before greedy accuracy does")
 
     def __post_init__(self) -> None:
         check(self.questions >= 0, "questions", self.questions, "use 0 (skip) or more")
@@ -75,6 +85,13 @@ def prediction_of(text: str, mode: str) -> str | None:
     return answer
 
 
+def blank_like(image):
+    """A white image of ``image``'s size: what a model sees when it is not shown the picture."""
+    from PIL import Image
+
+    return Image.new("RGB", image.size, (255, 255, 255))
+
+
 class GreedyEvaluator:
     """Answers examples greedily with one vLLM engine (``engine_factory(model_dir, **engine)``)."""
 
@@ -98,7 +115,6 @@ class GreedyEvaluator:
 
     def _generate(self, examples: Sequence[dict], runs: Sequence[tuple[str, bool]]) -> list[dict]:
         """Rows of every (mode, blind) run over ``examples``, run by run; each image decoded once."""
-        from PIL import Image
         from vllm import SamplingParams
 
         from reasoner.models.scorer import load_image
@@ -107,7 +123,7 @@ class GreedyEvaluator:
         if not examples:
             return []
         images = [load_image(ex["image"]) for ex in examples]
-        blanks = [Image.new("RGB", image.size, (255, 255, 255)) for image in images] if any(b for _, b in runs) else []
+        blanks = [blank_like(image) for image in images] if any(b for _, b in runs) else []
         jobs = [(ex, mode, blind, blanks[i] if blind else images[i])
                 for mode, blind in runs for i, ex in enumerate(examples)]
         inputs = [generation_input(self.processor, build_prompt(ex["question"], ex.get("choices"), mode), image)
@@ -125,6 +141,26 @@ class GreedyEvaluator:
                          "correct": is_correct(value, ex["metric"], self.config.correct_threshold),
                          "num_tokens": len(completion.token_ids)})
         return rows
+
+    def image_gain(self, examples: Sequence[dict]) -> list[dict]:
+        """One row per example with a rationale: id, source, tokens, logp (the rationale's summed
+        log-prob after the CoT prompt and the image), logp_blank (with a blank image), gain."""
+        from reasoner.models import ScoreRequest
+        from reasoner.models.scorer import load_image
+        from reasoner.models.vllm_backend import VLLMScorer
+
+        examples = [ex for ex in examples if ex.get("rationale")]
+        if not examples:
+            return []
+        images = [load_image(ex["image"]) for ex in examples]
+        prompts = [build_prompt(ex["question"], ex.get("choices"), "cot") for ex in examples]
+        requests = [ScoreRequest(image, prompt, ex["rationale"]) for ex, prompt, image in zip(examples, prompts, images)]
+        requests += [ScoreRequest(blank_like(image), prompt, ex["rationale"])
+                     for ex, prompt, image in zip(examples, prompts, images)]
+        scored = VLLMScorer(self.llm, self.processor).score(requests)
+        real, blank = scored[:len(examples)], scored[len(examples):]
+        return [{"id": ex["id"], "source": ex["source"], "tokens": len(r), "logp": r.total, "logp_blank": b.total,
+                 "gain": r.total - b.total} for ex, r, b in zip(examples, real, blank)]
 
     def close(self) -> None:
         from reasoner.models import shutdown_vllm_engine
@@ -156,6 +192,30 @@ def summarise(rows: Sequence[dict]) -> dict[str, Any]:
         target = summary[kind] if kind == "overall" else summary[kind].setdefault(key, {})
         target[mode] = _accuracy(members)
     return summary
+
+
+def summarise_gain(rows: Sequence[dict]) -> dict[str, Any]:
+    """Mean image gain (nats a rationale) and questions, overall and per source ({} without rows)."""
+    if not rows:
+        return {}
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[r["source"]].append(r["gain"])
+
+    def mean(values: Sequence[float]) -> dict[str, float | int]:
+        return {"gain": sum(values) / len(values), "questions": len(values)}
+
+    return {"overall": mean([r["gain"] for r in rows]),
+            "by_source": {source: mean(values) for source, values in sorted(groups.items())}}
+
+
+def format_gain(gain: dict[str, Any]) -> str:
+    """One line: the mean image gain overall and per source."""
+    if not gain:
+        return "image gain: no question with a rationale"
+    parts = [f"{source} {v['gain']:+.3f}" for source, v in gain["by_source"].items()]
+    return (f"image gain (nats of log-prob the image adds to the reference rationale): overall "
+            f"{gain['overall']['gain']:+.3f}; " + ", ".join(parts))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pyarrow as pa
+import pytest
 
 from reasoner.config import config_hash
 from reasoner.rundir import RunDir, StageCounts
@@ -57,7 +58,7 @@ def check_greedy_evaluation(run: RunDir, artifact: str, questions: int, max_toke
 
     from reasoner.answers import is_correct, score
     from reasoner.data.examples import subset
-    from reasoner.evaluation import prediction_of, summarise
+    from reasoner.evaluation import prediction_of, summarise, summarise_gain
 
     record = json.loads(open(run.path(artifact, "eval.json")).read())
     examples = {e["id"]: e for e in run.read_table("examples").to_pylist()}
@@ -72,5 +73,8 @@ def check_greedy_evaluation(run: RunDir, artifact: str, questions: int, max_toke
         assert r["answer"] == prediction_of(r["text"], r["mode"])
         assert r["score"] == score(r["answer"], example["answers"], example["metric"], example["choices"])
         assert r["correct"] == is_correct(r["score"], example["metric"])
-    assert record["summary"] == summarise(rows)
+    gain_rows = record["image_gain_rows"]  # the reference rationale scored with the real and a blank image
+    assert sorted(r["id"] for r in gain_rows) == sorted(i for i in ids if examples[i]["rationale"])
+    assert all(r["gain"] == pytest.approx(r["logp"] - r["logp_blank"]) and r["tokens"] > 0 for r in gain_rows)
+    assert record["summary"] == {**summarise(rows), "image_gain": summarise_gain(gain_rows)}
     assert run.manifest(artifact)["eval"] == record["summary"]["overall"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from reasoner.evaluation import (GreedyEvalConfig, GreedyEvaluator, format_summary, prediction_of,
-                                 reasoning_steps, summarise)
+from reasoner.evaluation import (GreedyEvalConfig, GreedyEvaluator, format_gain, format_summary, prediction_of,
+                                 reasoning_steps, summarise, summarise_gain)
 from reasoner.options import ConfigError
 
 
@@ -78,3 +80,36 @@ def test_greedy_answers_in_both_modes(tiny_model_dir, tiny_vllm_engine) -> None:
     # The tiny random model does look at its image: a blank one changes some reply.
     replies = {(r["mode"], r["id"]): r["text"] for r in rows}
     assert any(replies[m, e["id"]] != replies[f"{m}_blind", e["id"]] for m in ("direct", "cot") for e in examples)
+
+
+@pytest.mark.integration
+def test_image_gain_is_the_reference_log_prob_the_image_adds(tiny_model_dir, tiny_vllm_engine) -> None:
+    from PIL import Image
+
+    from reasoner.data.synthetic import SuiteConfig, generate_suite
+    from reasoner.models import ScoreRequest, TransformersScorer
+    from reasoner.prompts import build_prompt
+
+    examples = [e for e in generate_suite(SuiteConfig(num_items=40, seed=0)) if e["split"] == "val"][:3]
+    no_rationale = {**examples[0], "id": "no-rationale", "rationale": None}
+    evaluator = GreedyEvaluator(str(tiny_model_dir), GreedyEvalConfig(),
+                                engine_factory=lambda model_dir, **kwargs: tiny_vllm_engine)
+    rows = evaluator.image_gain(examples + [no_rationale])
+    assert [r["id"] for r in rows] == [e["id"] for e in examples]  # nothing to score without a rationale
+    # The same figures from the other backend of the shared scorer (transformers).
+    scorer = TransformersScorer.from_pretrained(tiny_model_dir)
+    for row, example in zip(rows, examples):
+        prompt = build_prompt(example["question"], example["choices"], "cot")
+        image = Image.open(io.BytesIO(example["image"])).convert("RGB")
+        real, blank = scorer.score([ScoreRequest(image, prompt, example["rationale"]),
+                                    ScoreRequest(Image.new("RGB", image.size, (255, 255, 255)), prompt,
+                                                 example["rationale"])])
+        assert row["source"] == example["source"] and row["tokens"] == len(real)
+        assert row["logp"] == pytest.approx(real.total, abs=1e-3)
+        assert row["logp_blank"] == pytest.approx(blank.total, abs=1e-3)
+        assert row["gain"] == pytest.approx(row["logp"] - row["logp_blank"])
+    assert any(abs(r["gain"]) > 1e-4 for r in rows)  # the random tiny model's log-probs depend on its image
+    summary = summarise_gain(rows)
+    assert summary["overall"] == {"gain": pytest.approx(sum(r["gain"] for r in rows) / 3), "questions": 3}
+    assert sum(v["questions"] for v in summary["by_source"].values()) == 3
+    assert format_gain(summary).startswith("image gain") and summarise_gain([]) == {}
