@@ -88,8 +88,8 @@ def tiny_vllm_engine(vllm_cpu_env, tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray cluster for the session: 2 CPUs and, as the jobs start it (``init_ray``), the
-    dashboard, which serves Ray's state API. Yields the ``ray`` module.
+    """One local Ray cluster for the session, started as the jobs start theirs (``init_ray``), with
+    2 CPUs. Yields the ``ray`` module.
 
     If something in the test process already started Ray, that cluster is used (and left alone).
     """
@@ -98,7 +98,10 @@ def ray_local():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(num_cpus=2, include_dashboard=True)
+    from jobs._common import init_ray
+    from reasoner.config import RaySection, RunConfig
+
+    init_ray(RunConfig(ray=RaySection(num_cpus=2)))
     yield ray
     ray.shutdown()
 
