@@ -5,7 +5,8 @@
 
 Ray Data streams the examples of ``distill.split`` through ``distill.num_workers`` workers, each
 calling the teacher with ``max_concurrency`` requests in flight. Every example ends as sft_data
-rows (a CoT row if the rationale's answer is right, and the ground-truth direct row) or in
+rows (a CoT row if the rationale's answer is right, the ground-truth direct row, and a caption row
+where the example has a caption, as the synthetic suite's do) or in
 ``<run>/rejected/distill`` with the reason. A spent request/token budget stops cleanly: the
 examples not asked about stay pending, the stage is left incomplete, and a rerun finishes them.
 """
@@ -17,6 +18,7 @@ import logging
 from reasoner.config import RunConfig, identity, to_dict
 from reasoner.distill import STAGE, DistillWorker
 from reasoner.rundir import RunDir, StageCounts
+from reasoner.schema import MODES
 
 from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
 
@@ -61,9 +63,9 @@ def main(config: RunConfig) -> None:
         rejected = run.rejected_count(STAGE)
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "distill": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=len(ids), out=modes.count("cot"), rejected=rejected), seed=None,
-               timings=timings, extra={"rows": {"cot": modes.count("cot"), "direct": modes.count("direct")}})
-    logger.info("sft_data: %d CoT and %d direct rows, %d examples rejected -> %s", modes.count("cot"),
-                modes.count("direct"), rejected, run.path(ARTIFACT))
+               timings=timings, extra={"rows": {mode: modes.count(mode) for mode in MODES}})
+    logger.info("sft_data: %d CoT, %d direct and %d caption rows, %d examples rejected -> %s",
+                modes.count("cot"), modes.count("direct"), modes.count("caption"), rejected, run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,15 @@ ground truth"). The SFT data then holds, per example (section 3.2):
   trains on the distilled CoT and "corresponding short answers" together (section 4.1); its equal
   counts (193k each) suggest direct rows only for kept examples, but a ground-truth answer is
   right whatever the teacher did, so none is thrown away here. Filter on ``mode`` to match.
+- a caption row, for an example with a ``caption`` (the synthetic suite reads every value its
+  image shows; real datasets have none): prompt ``CAPTION_PROMPT``, completion the caption
+  (``include_caption``). The paper's base model was pretrained on image descriptions and its SFT
+  mixes some LLaVA pretraining data back in (section 3.2); the embedded default's base is random,
+  and these rows are its image-text alignment data: they make every completion token depend on
+  the image, where a CoT row has one to three such tokens and a direct row one.
 
-Row ids: both rows keep the example's ``id``; ``(id, mode)`` is unique in sft_data, so every row
-traces back to its example and the two modes of an example stay paired.
+Row ids: every row keeps the example's ``id``; ``(id, mode)`` is unique in sft_data, so every row
+traces back to its example and the modes of an example stay paired.
 
 Rejections (``<run>/rejected/distill``, reason column): an unusable example (bad row, unreadable
 image) before any request; "teacher error after retries: ..."; "no answer marker in teacher
@@ -36,7 +42,7 @@ from typing import ClassVar, Literal
 from reasoner.answers import extract_answer, is_correct, predicted_letter, score
 from reasoner.options import check, option
 from reasoner.data.examples import as_python, example_problem
-from reasoner.prompts import build_prompt, format_cot
+from reasoner.prompts import CAPTION_PROMPT, build_prompt, format_cot
 from reasoner.schema import rejected_row
 from reasoner.teacher import Budget, GroundTruthTeacher, OpenAITeacher, Teacher, TeacherReply
 
@@ -76,6 +82,9 @@ class DistillConfig:
         None, "stop asking once this many prompt + completion tokens are spent, per worker (null: no limit)")
     correct_threshold: float = option(0.5, "a rationale is kept when its answer's score is >= this, in [0, 1]")
     include_direct: bool = option(True, "also write a direct row (the ground-truth short answer) per usable example")
+    include_caption: bool = option(
+        True, "also write a caption row (prompt 'Describe the image.', completion the example's caption) per usable "
+        "example that has a caption (the synthetic suite's do: image-text alignment data for a random base model)")
     answer_hint: bool = option(
         False, "tell the teacher the ground-truth answer as a hint (more yield on hard data; rationales may "
         "argue backwards from it)")
@@ -110,7 +119,7 @@ class DistillConfig:
         for name in ("examples_per_part", "num_workers"):
             check(_integer(getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
                   "use an integer >= 1")
-        for name in ("include_direct", "answer_hint"):
+        for name in ("include_direct", "include_caption", "answer_hint"):
             check(isinstance(getattr(self, name), bool), name, getattr(self, name), "use true or false")
 
 
@@ -138,7 +147,7 @@ class DistillOutcome:
     """What became of one example.
 
     ``rows``: its sft_data rows (a CoT row if the rationale was kept, a direct row if
-    ``include_direct``). ``rejected``: a row of the rejected artifact if the example or its
+    ``include_direct``, a caption row if ``include_caption`` and the example has a caption). ``rejected``: a row of the rejected artifact if the example or its
     rationale was rejected (the direct row may still be in ``rows``). ``pending``: the budget
     stopped the request; neither rows nor a rejection, so a rerun asks again.
     """
@@ -214,6 +223,10 @@ def _outcome(example: dict, reply: TeacherReply, config: DistillConfig) -> Disti
         rows.append({"id": example["id"], "image": example["image"], "mode": "direct",
                      "prompt": build_prompt(example["question"], example["choices"], "direct"),
                      "completion": example["answers"][0].strip()})
+    caption = example.get("caption")
+    if config.include_caption and isinstance(caption, str) and caption.strip():
+        rows.append({"id": example["id"], "image": example["image"], "mode": "caption", "prompt": CAPTION_PROMPT,
+                     "completion": caption.strip()})
     rejected = None if reason is None else rejected_row(example, STAGE, reason)
     return DistillOutcome(example["id"], rows, rejected)
 
@@ -224,7 +237,8 @@ def distill_rows(example: dict, reply: TeacherReply, config: DistillConfig) -> D
     An unusable example (``example_problem``) is rejected whatever the reply. A
     budget-exhausted reply makes the outcome pending. Otherwise the rationale is kept as a CoT
     row if ``is_correct(score(extract_answer(reply.text), answers, metric, choices), metric)``
-    (with ``config.correct_threshold``), and the direct row is added if ``include_direct``.
+    (with ``config.correct_threshold``); the direct row is added if ``include_direct``, the caption
+    row if ``include_caption`` and the example has a caption.
     """
     example = as_python(example)
     problem = example_problem(example)

@@ -24,6 +24,9 @@ DIRECT_SHORT = "Answer the question with a short answer."
 DIRECT_MC = "Answer with the option's letter from the given choices directly."
 COT_SHORT = "Generate a reason first and then output a short answer."
 COT_MC = "Generate a reason first and then output a letter answer."
+# The whole prompt of a caption row (an example's image description as the completion): the
+# image-text alignment data a pretrained base model has seen and the paper mixes into SFT.
+CAPTION_PROMPT = "Describe the image."
 
 ANSWER_MARKER = "### Answer:"
 # Any spelling ``extract_answer`` would take as a marker: a step must not contain one.

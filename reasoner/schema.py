@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 
 SPLITS = ("train", "val", "test")
 METRICS = ("relaxed", "vqa", "anls", "mc", "exact")
-MODES = ("cot", "direct")
+MODES = ("cot", "direct", "caption")  # of sft_data rows (prompts.MODES are the answering ones)
 
 
 def _schema(name: str, *fields: pa.Field) -> pa.Schema:
@@ -40,6 +40,7 @@ EXAMPLES = _schema(
     _f("image", pa.binary()), _f("question", pa.string()),
     _f("choices", _STR_LIST, nullable=True), _f("answers", _STR_LIST),
     _f("metric", pa.string()), _f("rationale", pa.string(), nullable=True),
+    _f("caption", pa.string(), nullable=True),
 )
 SFT_DATA = _schema(
     "sft_data",
@@ -77,7 +78,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 # Columns of a schema that a table may omit; validation fills them with nulls.
-_OPTIONAL: dict[str, frozenset[str]] = {"rejected": frozenset({"record"})}
+_OPTIONAL: dict[str, frozenset[str]] = {"examples": frozenset({"caption"}), "rejected": frozenset({"record"})}
 _ENUMS: dict[str, tuple[str, ...]] = {"split": SPLITS, "metric": METRICS, "mode": MODES}
 _UNIT_INTERVAL = ("score", "accuracy")  # fractions in [0, 1]
 _NON_NEGATIVE = ("sample_index", "pair_index", "num_tokens")
@@ -219,7 +220,8 @@ def validate_table(table: pa.Table, name: str) -> pa.Table:
 
     Returns:
         The schema's columns, cast and in schema order, then any extra columns unchanged.
-        Optional columns (``record`` of rejected) that are absent are filled with nulls.
+        Optional columns (``caption`` of examples, ``record`` of rejected) that are absent are
+        filled with nulls.
 
     Raises:
         SchemaError: at the first problem, naming the artifact, column, row index and id.

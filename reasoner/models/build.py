@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The prompt text every model sees whatever the suite: the paper's instructions and the marker.
+# The prompt text every model sees whatever the suite: the paper's instructions, the caption
+# rows' prompt and the marker.
 PROMPT_TEXTS = (
+    prompts.CAPTION_PROMPT,
     prompts.DIRECT_SHORT,
     prompts.DIRECT_MC,
     prompts.COT_SHORT,

@@ -121,6 +121,7 @@ class SFTConfig(TrainConfig):
     ``mix`` picks the paper's variants (its figure 5 and Table 2): ``format`` (format alignment
     only), ``direct`` (direct data plus CoT format alignment), ``cot`` (CoT data plus direct format
     alignment), ``both``. Format alignment is ``format_examples`` rows of each mode per source.
+    ``captions`` adds the caption rows (image descriptions) to any mix.
     """
 
     mix: Literal["format", "direct", "cot", "both"] = option(
@@ -128,12 +129,16 @@ class SFTConfig(TrainConfig):
         "alignment of the other), 'both' (paper's LLaVA-Reasoner-SFT)")
     format_examples: int = option(
         50, "format-alignment rows per mode and source, so the model follows both prompt styles (paper: 50)")
+    captions: bool = option(
+        True, "also train on sft_data's caption rows, whatever the mix (image-text alignment: a random base model "
+        "learns to read the image from them; a pretrained one has seen such data)")
     select: SelectConfig = section(SelectConfig, "hand on the kept checkpoint whose sampled validation accuracy "
                                                  "leaves most questions uncertain (so DPO has pairs to learn from)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.format_examples >= 0, "format_examples", self.format_examples, "use 0 or more")
+        check(isinstance(self.captions, bool), "captions", self.captions, "use true or false")
         check(not (self.select.enabled and self.lora.enabled), "select.enabled", self.select.enabled,
               "checkpoint selection needs full fine-tuning: turn lora.enabled off or select.enabled off")
 

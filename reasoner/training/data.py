@@ -61,29 +61,33 @@ def _read(run: RunDir, artifact: str) -> list[dict[str, Any]]:
 
 
 def mix_sft_rows(rows: Sequence[Mapping[str, Any]], sources: Mapping[str, str], mix: str, format_examples: int,
-                 seed: int) -> list[dict[str, Any]]:
+                 seed: int, captions: bool = True) -> list[dict[str, Any]]:
     """The SFT rows of ``mix`` (paper figure 5): every row of the modes ``FULL_MODES[mix]``, plus
-    ``format_examples`` rows of each other mode per source (format alignment), picked by a
-    seeded hash of the id. Rows keep their input order."""
+    ``format_examples`` rows of each other answering mode per source (format alignment), picked
+    by a seeded hash of the id, plus every caption row if ``captions``. Rows keep their input
+    order."""
     if mix not in FULL_MODES:
         raise ValueError(f"mix must be one of {sorted(FULL_MODES)}, got {mix!r}")
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in rows:
-        groups[sources.get(row["id"], "unknown"), row["mode"]].append(row["id"])
+        if row["mode"] != "caption":
+            groups[sources.get(row["id"], "unknown"), row["mode"]].append(row["id"])
     formatted = set()
-    for ids in groups.values():
-        formatted.update(sorted(ids, key=lambda i: _order_key(seed, i))[:format_examples])
-    return [dict(r) for r in rows if r["mode"] in FULL_MODES[mix] or r["id"] in formatted]
+    for (_, mode), ids in groups.items():
+        formatted.update((i, mode) for i in sorted(ids, key=lambda i: _order_key(seed, i))[:format_examples])
+    return [dict(r) for r in rows if r["mode"] in FULL_MODES[mix] or (r["id"], r["mode"]) in formatted
+            or (captions and r["mode"] == "caption")]
 
 
-def load_sft_rows(run: RunDir, mix: str, format_examples: int, seed: int, *, check: bool = True) -> list[dict]:
-    """The rows of ``<run>/sft_data`` that ``mix`` selects (see :func:`mix_sft_rows`)."""
+def load_sft_rows(run: RunDir, mix: str, format_examples: int, seed: int, *, captions: bool = True,
+                  check: bool = True) -> list[dict]:
+    """The rows of ``<run>/sft_data`` that ``mix`` and ``captions`` select (see :func:`mix_sft_rows`)."""
     rows = _read(run, "sft_data")
     sources: dict[str, str] = {}
     if run.manifest("examples") is not None:
         index = run.read_table("examples", columns=["id", "source"])
         sources = dict(zip(index.column("id").to_pylist(), index.column("source").to_pylist()))
-    selected = mix_sft_rows(rows, sources, mix, format_examples, seed)
+    selected = mix_sft_rows(rows, sources, mix, format_examples, seed, captions)
     if not selected:
         raise SchemaError("sft_data", f"mix={mix!r} with format_examples={format_examples} selects no rows of "
                           f"{len(rows)}: use another mix or more format examples")

@@ -39,7 +39,8 @@ def make_sft_trainer(*, model, processor, args, dataset, peft_config, callbacks)
 def sft_worker(loop: dict[str, Any]) -> None:
     """The Ray Train training function of stage B (one call per worker)."""
     config: SFTConfig = loop["config"]
-    rows = load_sft_rows(loop["run"], config.mix, config.format_examples, config.seed, check=False)
+    rows = load_sft_rows(loop["run"], config.mix, config.format_examples, config.seed, captions=config.captions,
+                         check=False)
     run_worker(loop, "SFTConfig", sft_dataset(rows), make_sft_trainer, args_extra={"completion_only_loss": True})
 
 
@@ -49,7 +50,7 @@ def train_sft(run: RunDir, config: SFTConfig, cache_dir: str, digest: str, artif
     ``digest`` (the stage's config hash) names the Ray Train run, so only a run with this config
     resumes its checkpoints.
     """
-    rows = load_sft_rows(run, config.mix, config.format_examples, config.seed, check=True)
+    rows = load_sft_rows(run, config.mix, config.format_examples, config.seed, captions=config.captions, check=True)
     logger.info("SFT on %d rows: %d steps of %d examples", len(rows), expected_steps(len(rows), config),
                 config.global_batch_size)
     check_batch(len(rows), config.per_device_batch_size, config.num_workers, "sft_data")

@@ -18,7 +18,7 @@ def test_ground_truth_teacher_keeps_every_rationale(fresh_run) -> None:
     examples = run.read_table("examples").to_pylist()
     train = {e["id"]: e for e in examples if e["split"] == "train"}
     rows = run.read_table("sft_data", schema_name="sft_data").to_pylist()
-    assert {(r["id"], r["mode"]) for r in rows} == {(i, m) for i in train for m in ("cot", "direct")}
+    assert {(r["id"], r["mode"]) for r in rows} == {(i, m) for i in train for m in ("cot", "direct", "caption")}
     for row in rows:
         example = train[row["id"]]
         assert row["image"] == example["image"]
@@ -26,11 +26,13 @@ def test_ground_truth_teacher_keeps_every_rationale(fresh_run) -> None:
             assert row["completion"] == example["rationale"]
             assert row["prompt"].endswith("Generate a reason first and then output a "
                                           + ("letter answer." if example["choices"] else "short answer."))
+        elif row["mode"] == "caption":
+            assert (row["prompt"], row["completion"]) == ("Describe the image.", example["caption"])
         else:
             assert row["completion"] == example["answers"][0]
     manifest = run.manifest("sft_data")
     assert manifest["counts"] == {"in": len(train), "out": len(train), "rejected": 0}
-    assert manifest["rows"] == {"cot": len(train), "direct": len(train)}
+    assert manifest["rows"] == {"cot": len(train), "direct": len(train), "caption": len(train)}
 
 
 def test_teacher_over_http_rejects_wrong_answers_and_budget_resumes(fresh_run) -> None:

@@ -25,7 +25,7 @@ from reasoner.distill import (
     make_teacher,
     normalise_rationale,
 )
-from reasoner.prompts import build_prompt
+from reasoner.prompts import CAPTION_PROMPT, build_prompt
 from reasoner.schema import validate_rows
 from reasoner.teacher import BUDGET_EXHAUSTED, GroundTruthTeacher, OpenAITeacher, TeacherReply
 from tests.support.openai_servers import (
@@ -103,18 +103,24 @@ def test_rationale_is_normalised_to_one_step_a_line():
             normalise_rationale(bad)
 
 
-def test_kept_rationale_gives_a_cot_and_a_direct_row(examples):
+def test_kept_rationale_gives_a_cot_a_direct_and_a_caption_row(examples):
     example = next(e for e in examples if e["choices"] is None)
     text = "  " + example["rationale"].replace("\n", "\n\n")
     outcome = distill_rows(example, reply(text), DistillConfig())
     assert outcome.kept and outcome.rejected is None and not outcome.pending
-    cot, direct = outcome.rows
+    cot, direct, caption = outcome.rows
     assert cot == {"id": example["id"], "image": example["image"], "mode": "cot",
                    "prompt": build_prompt(example["question"], None, "cot"), "completion": example["rationale"]}
     assert direct == {"id": example["id"], "image": example["image"], "mode": "direct",
                       "prompt": build_prompt(example["question"], None, "direct"),
                       "completion": example["answers"][0]}
-    assert not distill_rows(example, reply(text), DistillConfig(include_direct=False)).rows[1:]
+    assert caption == {"id": example["id"], "image": example["image"], "mode": "caption",
+                       "prompt": CAPTION_PROMPT, "completion": example["caption"]}
+    only = DistillConfig(include_direct=False, include_caption=False)
+    assert [r["mode"] for r in distill_rows(example, reply(text), only).rows] == ["cot"]
+    # An example without a caption (every real dataset's) gets no caption row.
+    for uncaptioned in ({**example, "caption": None}, {k: v for k, v in example.items() if k != "caption"}):
+        assert [r["mode"] for r in distill_rows(uncaptioned, reply(text), DistillConfig()).rows] == ["cot", "direct"]
 
 
 def test_rejected_rationales_keep_the_direct_row(examples):
@@ -127,7 +133,7 @@ def test_rejected_rationales_keep_the_direct_row(examples):
     for text, reason in cases.items():
         outcome = distill_rows(example, reply(text), DistillConfig())
         assert outcome.rejected["reason"] == reason and outcome.rejected["stage"] == "distill"
-        assert [r["mode"] for r in outcome.rows] == ["direct"] and not outcome.kept
+        assert [r["mode"] for r in outcome.rows] == ["direct", "caption"] and not outcome.kept
     cut = distill_rows(example, reply("The bar", finish_reason="length"), DistillConfig())
     assert cut.rejected["reason"] == f"{NO_MARKER} (cut off at max_tokens)"
     failed = distill_rows(example, reply(None, error="APITimeoutError: Request timed out."), DistillConfig())
@@ -171,7 +177,7 @@ def test_the_suites_own_rationales_all_pass(suite):
     cot = {row["id"]: row["completion"] for o in outcomes for row in o.rows if row["mode"] == "cot"}
     assert cot == {e["id"]: e["rationale"] for e in suite}, "the suite's rationales are already normal"
     table = validate_rows([row for o in outcomes for row in o.rows], "sft_data")
-    assert table.num_rows == 2 * len(suite)
+    assert table.num_rows == 3 * len(suite)
 
 
 # --- over HTTP: the ground-truth server behind the fault proxy ------------------------------------
@@ -202,7 +208,8 @@ def test_every_example_ends_kept_or_rejected_with_its_reason(examples):
         assert (got is None) if want is None else got.startswith(want), (outcome.id, got)
         assert outcome.kept == (want is None) and not outcome.pending
         assert [r["mode"] for r in outcome.rows] == (
-            [] if outcome.id.startswith("bad-") else ["cot", "direct"] if want is None else ["direct"])
+            [] if outcome.id.startswith("bad-") else ["cot", "direct", "caption"] if want is None
+            else ["direct", "caption"])
 
     assert proxy.count == len(examples) + len(retried), "one request per usable example, plus the retries"
     assert len(proxy.events_for(question_key(refused))) == 1, "the 400 was not retried"

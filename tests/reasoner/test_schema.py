@@ -55,7 +55,7 @@ def test_schemas_cover_every_artifact_with_the_listed_columns():
     assert SCHEMA_VERSION == 1
     assert set(SCHEMAS) == {"examples", "sft_data", "candidates", "pairs", "dpo_ref", "rejected"}
     assert EXAMPLES.names == ["id", "source", "split", "image", "question", "choices", "answers",
-                              "metric", "rationale"]
+                              "metric", "rationale", "caption"]
     assert SCHEMAS["sft_data"].names == ["id", "image", "prompt", "completion", "mode"]
     assert SCHEMAS["pairs"].names == ["id", "pair_index", "prompt", "image", "chosen",
                                       "rejected", "accuracy"]

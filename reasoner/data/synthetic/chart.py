@@ -177,6 +177,11 @@ def _colour_question(
     )
 
 
+def describe(scene: ChartScene) -> list[str]:
+    """Every bar's value, left to right: ``["The red bar is 7.", ...]``."""
+    return _reads(list(scene.bars))
+
+
 def max_number(knobs: Knobs, size: int) -> int:
     return 3 * max_value(knobs, size)
 
@@ -186,6 +191,7 @@ FAMILY = Family(
     sample=sample,
     render=render,
     ask=ask,
+    describe=describe,
     max_number=max_number,
     templates=TEMPLATES,
     names=tuple(sorted(PALETTE)),

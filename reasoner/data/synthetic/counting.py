@@ -189,6 +189,13 @@ def ask(scene: CountingScene, rng: random.Random, knobs: Knobs) -> Question:
     )
 
 
+def describe(scene: CountingScene) -> list[str]:
+    """The count of each colour, then of each shape, that the scene's questions may ask about."""
+    counts = [S_COLOUR.format(a=a, n=sum(1 for o in scene.objects if o[2] == a)) for a in scene.colours]
+    return counts + [S_SHAPE.format(s=PLURAL[s], n=sum(1 for o in scene.objects if o[3] == s))
+                     for s in SHAPES if s in scene.shapes]
+
+
 def max_number(knobs: Knobs, size: int) -> int:
     side = grid(size)[2]
     return min(knobs.count_objects[1], side * side)
@@ -199,6 +206,7 @@ FAMILY = Family(
     sample=sample,
     render=render,
     ask=ask,
+    describe=describe,
     max_number=max_number,
     templates=TEMPLATES,
     names=COLOURS + tuple(PLURAL.values()),

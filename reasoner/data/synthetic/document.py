@@ -140,6 +140,11 @@ def ask(scene: DocumentScene, rng: random.Random, knobs: Knobs) -> Question:
     return Question(Q_READ.format(f=f), [S_FIELD.format(f=f, x=x)], str(x), "exact", others)
 
 
+def describe(scene: DocumentScene) -> list[str]:
+    """Every field's value, top to bottom: ``["Field A is 12.", ...]``."""
+    return [S_FIELD.format(f=f, x=x) for f, x in scene.fields]
+
+
 def max_number(knobs: Knobs, size: int) -> int:
     return knobs.document_fields[1] * knobs.document_max_value
 
@@ -149,6 +154,7 @@ FAMILY = Family(
     sample=sample,
     render=render,
     ask=ask,
+    describe=describe,
     max_number=max_number,
     templates=TEMPLATES,
     names=FIELD_LETTERS,

@@ -1,8 +1,9 @@
 """What every family of the synthetic suite shares: difficulty knobs, palette, questions, choices.
 
-A family is four pure functions over a *scene* (a frozen dataclass holding exactly what decides
+A family is five pure functions over a *scene* (a frozen dataclass holding exactly what decides
 the pixels, so ``repr(scene)`` identifies the image up to noise): ``sample`` draws a scene,
-``render`` draws it, ``ask`` poses a question about it with its worked steps, and ``max_number``
+``render`` draws it, ``ask`` poses a question about it with its worked steps, ``describe`` reads
+every value the image shows (the item's caption, in the same step templates), and ``max_number``
 bounds the numbers its text can contain (for the vocabulary).
 """
 
@@ -109,6 +110,7 @@ class Family:
     sample: Callable[[random.Random, Knobs, int], Any]  # (rng, knobs, image_size) -> scene
     render: Callable[[Any], Image.Image]  # scene -> RGB image without noise
     ask: Callable[[Any, random.Random, Knobs], Question]
+    describe: Callable[[Any], list[str]]  # scene -> a step per value the image shows
     max_number: Callable[[Knobs, int], int]  # (knobs, image_size) -> largest number in text
     templates: tuple[str, ...]  # every question and step template, for the vocabulary
     names: tuple[str, ...]  # words substituted into the templates

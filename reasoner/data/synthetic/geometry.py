@@ -182,19 +182,33 @@ def render(scene: GeometryScene) -> Image.Image:
     return image
 
 
+# The step that reads each of a kind's values, in the order of ``GeometryScene.values``.
+_READS = {
+    "square": (S_SIDE,),
+    "rectangle": (S_WIDTH, S_HEIGHT),
+    "right_triangle": (S_BASE, S_HEIGHT),
+    "triangle": (S_BOTTOM, S_LEFT, S_RIGHT),
+}
+
+
+def describe(scene: GeometryScene) -> list[str]:
+    """Every labelled value of the shape: ``["The width is 7.", "The height is 3."]``."""
+    return [read.format(x=value) for read, value in zip(_READS[scene.kind], scene.values)]
+
+
 def ask(scene: GeometryScene, rng: random.Random, knobs: Knobs) -> Question:
+    reads = describe(scene)
     if scene.kind == "square":
         (a,) = scene.values
         if rng.random() < 0.5:
-            steps = [S_SIDE.format(x=a), S_MUL.format(x=a, y=a, z=a * a)]
+            steps = reads + [S_MUL.format(x=a, y=a, z=a * a)]
             return Question(Q_AREA.format(shape="square"), steps, str(a * a), "exact",
                             [str(4 * a), str(2 * a), str(a)])  # fmt: skip
-        steps = [S_SIDE.format(x=a), S_MUL.format(x=4, y=a, z=4 * a)]
+        steps = reads + [S_MUL.format(x=4, y=a, z=4 * a)]
         return Question(Q_PERIMETER.format(shape="square"), steps, str(4 * a), "exact",
                         [str(a * a), str(2 * a), str(a)])  # fmt: skip
     if scene.kind == "rectangle":
         w, h = scene.values
-        reads = [S_WIDTH.format(x=w), S_HEIGHT.format(x=h)]
         if rng.random() < 0.5:
             return Question(Q_AREA.format(shape="rectangle"),
                             reads + [S_MUL.format(x=w, y=h, z=w * h)], str(w * h), "exact",
@@ -204,13 +218,11 @@ def ask(scene: GeometryScene, rng: random.Random, knobs: Knobs) -> Question:
                         [str(w * h), str(w + h), str(2 * w + h), str(w + 2 * h)])  # fmt: skip
     if scene.kind == "right_triangle":
         b, h = scene.values
-        steps = [S_BASE.format(x=b), S_HEIGHT.format(x=h), S_MUL.format(x=b, y=h, z=b * h),
-                 S_HALF.format(x=b * h, z=b * h // 2)]  # fmt: skip
+        steps = reads + [S_MUL.format(x=b, y=h, z=b * h), S_HALF.format(x=b * h, z=b * h // 2)]
         return Question(Q_AREA.format(shape="triangle"), steps, str(b * h // 2), "exact",
                         [str(b * h), str(b + h), str(2 * (b + h))])  # fmt: skip
     a, b, c = scene.values
-    steps = [S_BOTTOM.format(x=a), S_LEFT.format(x=b), S_RIGHT.format(x=c),
-             S_ADD3.format(x=a, y=b, w=c, z=a + b + c)]  # fmt: skip
+    steps = reads + [S_ADD3.format(x=a, y=b, w=c, z=a + b + c)]
     return Question(Q_PERIMETER.format(shape="triangle"), steps, str(a + b + c), "exact",
                     [str(a + b), str(a + c), str(b + c)])  # fmt: skip
 
@@ -225,6 +237,7 @@ FAMILY = Family(
     sample=sample,
     render=render,
     ask=ask,
+    describe=describe,
     max_number=max_number,
     templates=TEMPLATES,
     names=SHAPE_NAMES,

@@ -50,6 +50,7 @@ MAX_IMAGE_SIZE = 512
 DEFAULT_DIFFICULTY = 0.5
 COLUMNS = (
     "id", "source", "split", "image", "question", "choices", "answers", "metric", "rationale",
+    "caption",
 )  # fmt: skip
 TOKEN_PATTERN = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
 """How ``vocabulary`` splits text: runs of digits, runs of letters, single other characters."""
@@ -201,6 +202,7 @@ def _item(config: SuiteConfig, knobs: Knobs, split: str, index: int) -> dict:
         "answers": [answer],
         "metric": metric,
         "rationale": "\n".join(steps),
+        "caption": "\n".join(family.describe(scene)),
     }
 
 

@@ -357,3 +357,30 @@ def test_difficulty_makes_items_harder():
 
     easy, hard = profile(0.1), profile(0.9)
     assert all(h > e for e, h in zip(easy, hard)), (easy, hard)
+
+
+def test_captions_read_every_value_the_pixels_show(sized_suite):
+    """A caption is the whole reading of its image: every bar, field and label, every count."""
+    for item in _by_family(sized_suite, "chart"):
+        reads = re.findall(r"^The (\w+) bar is (\d+)\.$", item["caption"], re.M)
+        assert len(reads) == len(item["caption"].splitlines())
+        assert {c: int(v) for c, v in reads} == decode_chart(_pixels(item)), item["id"]
+    for item in _by_family(sized_suite, "document"):
+        reads = re.findall(r"^Field (\w) is (\d+)\.$", item["caption"], re.M)
+        assert len(reads) == len(item["caption"].splitlines())
+        assert {f: int(v) for f, v in reads} == decode_document(_pixels(item)), item["id"]
+    for item in _by_family(sized_suite, "geometry"):
+        reads = re.findall(r"^The [\w ]+ is (\d+)\.$", item["caption"], re.M)
+        assert len(reads) == len(item["caption"].splitlines())
+        assert sorted(int(v) for v in reads) == sorted(v for _, _, v in decode_geometry(_pixels(item)))
+        assert set(item["caption"].splitlines()) <= set(item["rationale"].splitlines())  # reads every value
+    for item in _by_family(sized_suite, "counting"):
+        shapes = decode_counting(_pixels(item))
+        colours = re.findall(r"^The number of (\w+) shapes is (\d+)\.$", item["caption"], re.M)
+        kinds = re.findall(r"^The number of (\w+)s is (\d+)\.$", item["caption"], re.M)
+        assert len(colours) + len(kinds) == len(item["caption"].splitlines())
+        for colour, n in colours:
+            assert sum(1 for c, _ in shapes if c == colour) == int(n), item["id"]
+        for kind, n in kinds:
+            assert sum(1 for _, s in shapes if s == kind) == int(n), item["id"]
+        assert sum(int(n) for _, n in colours) == sum(int(n) for _, n in kinds) == len(shapes), item["id"]

@@ -43,6 +43,19 @@ def test_mix_takes_every_row_of_its_modes_and_format_rows_of_the_others() -> Non
     assert mix_sft_rows(rows, sources, "direct", 0, seed=0) == [r for r in rows if r["mode"] == "direct"]
 
 
+def test_caption_rows_join_any_mix_or_none() -> None:
+    rows = _sft_rows(6) + [{"id": f"q{i}", "image": _png(), "prompt": "Describe the image.",
+                            "completion": f"Field A is {i}.", "mode": "caption"} for i in range(6)]
+    sources = {f"q{i}": "synthetic/document" for i in range(6)}
+    for mix in ("format", "direct", "cot", "both"):
+        mixed = mix_sft_rows(rows, sources, mix, 1, seed=0, captions=True)
+        assert sum(r["mode"] == "caption" for r in mixed) == 6, mix
+        without = mix_sft_rows(rows, sources, mix, 1, seed=0, captions=False)
+        assert not any(r["mode"] == "caption" for r in without), mix  # no format rows of captions either
+        assert without == [r for r in mixed if r["mode"] != "caption"]
+    assert len(mix_sft_rows(rows, sources, "format", 2, seed=0, captions=False)) == 4  # 2 a mode, not 2 an id
+
+
 def test_a_mix_that_selects_nothing_is_refused(tmp_path) -> None:
     run = RunDir(str(tmp_path))
     _artifact(run, "sft_data", _sft_rows(2), "sft_data")
