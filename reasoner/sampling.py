@@ -111,10 +111,13 @@ class Sampler:
 
     def __init__(self, model_dir: str, config: SampleConfig,
                  engine_factory: Callable[..., LLM] | None = None) -> None:
-        from reasoner.models import load_processor, make_vllm_engine
+        from reasoner.models import load_processor, make_vllm_engine, shutdown_vllm_engine
 
         self.config = config
         self.processor = load_processor(model_dir)
+        # Held, not imported in close(): an actor's __del__ may run at interpreter exit, when
+        # imports fail ("sys.meta_path is None").
+        self._shutdown = shutdown_vllm_engine
         self.llm = (engine_factory or make_vllm_engine)(model_dir, **config.engine)
 
     def sampling_params(self, example: dict):
@@ -148,9 +151,10 @@ class Sampler:
         return rows
 
     def close(self) -> None:
-        from reasoner.models import shutdown_vllm_engine
-
-        shutdown_vllm_engine(self.llm)
+        """Stop the engine; a second call does nothing."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            self._shutdown(llm)
 
 
 class SampleWorker:
