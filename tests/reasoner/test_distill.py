@@ -291,4 +291,4 @@ def test_a_distillation_request_against_vllms_openai_server(vllm_server, example
     outcome = distill_rows(example, answer, config)
     reason = outcome.rejected["reason"]  # random weights: garbage, never a right answer
     assert reason.startswith((NO_MARKER, "teacher answer wrong")), reason
-    assert [r["mode"] for r in outcome.rows] == ["direct"]
+    assert [r["mode"] for r in outcome.rows] == ["direct", "caption"]  # both from the ground truth
