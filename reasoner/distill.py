@@ -18,7 +18,7 @@ ground truth"). The SFT data then holds, per example (section 3.2):
 - a caption row, for an example with a ``caption`` (the synthetic suite reads every value its
   image shows; real datasets have none): prompt ``CAPTION_PROMPT``, completion the caption
   (``include_caption``). The paper's base model was pretrained on image descriptions and its SFT
-  mixes some LLaVA pretraining data back in (section 3.2); the embedded default's base is random,
+  mixes 2k LLaVA pretraining rows back in (section 4.1); the embedded default's base is random,
   and these rows are its image-text alignment data: they make every completion token depend on
   the image, where a CoT row has one to three such tokens and a direct row one.
 
@@ -147,9 +147,10 @@ class DistillOutcome:
     """What became of one example.
 
     ``rows``: its sft_data rows (a CoT row if the rationale was kept, a direct row if
-    ``include_direct``, a caption row if ``include_caption`` and the example has a caption). ``rejected``: a row of the rejected artifact if the example or its
-    rationale was rejected (the direct row may still be in ``rows``). ``pending``: the budget
-    stopped the request; neither rows nor a rejection, so a rerun asks again.
+    ``include_direct``, a caption row if ``include_caption`` and the example has a caption).
+    ``rejected``: a row of the rejected artifact if the example or its rationale was rejected
+    (the direct and caption rows may still be in ``rows``). ``pending``: the budget stopped the
+    request; neither rows nor a rejection, so a rerun asks again.
     """
 
     id: str | None
