@@ -14,6 +14,7 @@ examples not asked about stay pending, the stage is left incomplete, and a rerun
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from reasoner.config import RunConfig, identity, to_dict
 from reasoner.distill import STAGE, DistillWorker
@@ -58,14 +59,15 @@ def main(config: RunConfig) -> None:
                        "again (with a new budget) to finish it", pending, run.path(ARTIFACT))
         return
     with timings.step("count"):
-        table = run.read_table(ARTIFACT, columns=["id", "mode"], require_complete=False)
-        modes = table.column("mode").to_pylist()
+        table = run.read_table(ARTIFACT, columns=["mode"], require_complete=False)
+        modes = Counter(table.column("mode").to_pylist())
+        rows = {mode: modes[mode] for mode in MODES}
         rejected = run.rejected_count(STAGE)
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "distill": to_dict(section)}, config_hash=digest,
-               counts=StageCounts(in_=len(ids), out=modes.count("cot"), rejected=rejected), seed=None,
-               timings=timings, extra={"rows": {mode: modes.count(mode) for mode in MODES}})
+               counts=StageCounts(in_=len(ids), out=rows["cot"], rejected=rejected), seed=None,
+               timings=timings, extra={"rows": rows})
     logger.info("sft_data: %d CoT, %d direct and %d caption rows, %d examples rejected -> %s",
-                modes.count("cot"), modes.count("direct"), modes.count("caption"), rejected, run.path(ARTIFACT))
+                rows["cot"], rows["direct"], rows["caption"], rejected, run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 
 from PIL import Image, ImageDraw
 
@@ -103,13 +104,16 @@ def render(scene: CountingScene) -> Image.Image:
     return image
 
 
+def colour_count(scene: CountingScene, colour: str) -> int:
+    return sum(1 for o in scene.objects if o[2] == colour)
+
+
+def shape_count(scene: CountingScene, shape: str) -> int:
+    return sum(1 for o in scene.objects if o[3] == shape)
+
+
 def ask(scene: CountingScene, rng: random.Random, knobs: Knobs) -> Question:
-    def by_colour(a: str) -> int:
-        return sum(1 for o in scene.objects if o[2] == a)
-
-    def by_shape(s: str) -> int:
-        return sum(1 for o in scene.objects if o[3] == s)
-
+    by_colour, by_shape = partial(colour_count, scene), partial(shape_count, scene)
     level = knobs.choose_level(rng)
     total = len(scene.objects)
     if level == 3 and len(scene.colours) >= 3 and rng.random() < 0.5:
@@ -191,9 +195,8 @@ def ask(scene: CountingScene, rng: random.Random, knobs: Knobs) -> Question:
 
 def describe(scene: CountingScene) -> list[str]:
     """The count of each colour, then of each shape, that the scene's questions may ask about."""
-    counts = [S_COLOUR.format(a=a, n=sum(1 for o in scene.objects if o[2] == a)) for a in scene.colours]
-    return counts + [S_SHAPE.format(s=PLURAL[s], n=sum(1 for o in scene.objects if o[3] == s))
-                     for s in SHAPES if s in scene.shapes]
+    counts = [S_COLOUR.format(a=a, n=colour_count(scene, a)) for a in scene.colours]
+    return counts + [S_SHAPE.format(s=PLURAL[s], n=shape_count(scene, s)) for s in SHAPES if s in scene.shapes]
 
 
 def max_number(knobs: Knobs, size: int) -> int:
