@@ -1,7 +1,9 @@
 """Visible progress: per-step metrics in the log and a metrics file beside the exported model.
 
 ``StepMetrics`` adds the throughput (``steps_per_second`` over the last logging interval) to each
-logged record and logs it as one line (rank 0); ``write_metrics`` writes the trainer's log history
+logged record and logs it as one line (rank 0), and logs the final step too, so the metrics file
+and the manifest's step count end where training did (the trainer logs only every
+``logging_steps``); ``write_metrics`` writes the trainer's log history
 (which survives a resume: it is part of every checkpoint) as JSON lines. For DPO the records hold
 TRL's ``loss``, ``rewards/margins`` (reward margin) and ``rewards/accuracies`` (chosen over
 rejected accuracy).
@@ -35,6 +37,11 @@ class StepMetrics(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._time, self._step = time.perf_counter(), state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         now = time.perf_counter()

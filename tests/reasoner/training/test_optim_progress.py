@@ -1,11 +1,12 @@
-"""The vision tower's parameter groups and the metrics file."""
+"""The vision tower's parameter groups, the progress callback and the metrics file."""
 
 from __future__ import annotations
 
 import torch
+from transformers import Trainer, TrainingArguments
 
 from reasoner.training.optim import is_vision_tower, split_param_groups
-from reasoner.training.progress import read_metrics, step_records, write_metrics
+from reasoner.training.progress import StepMetrics, read_metrics, step_records, write_metrics
 
 
 def test_vision_tower_parameters_get_their_own_rate() -> None:
@@ -25,3 +26,26 @@ def test_metrics_file_holds_one_record_per_logged_step(tmp_path) -> None:
     assert len(step_records(history)) == 2
     path = write_metrics(history, tmp_path)
     assert read_metrics(path) == history[:2]
+
+
+class _Line(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, y):
+        return {"loss": ((self.w * x - y) ** 2).mean()}
+
+
+def test_the_final_step_is_logged_between_logging_steps(tmp_path) -> None:
+    # 5 steps, a log every 3: the trainer alone logs step 3 only; the metrics must end at step 5.
+    data = [{"x": torch.tensor([1.0]), "y": torch.tensor([2.0])}] * 10
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=5, logging_steps=3, per_device_train_batch_size=2,
+                             learning_rate=0.1, save_strategy="no", report_to=[], use_cpu=True,
+                             disable_tqdm=True)
+    trainer = Trainer(model=_Line(), args=args, train_dataset=data, callbacks=[StepMetrics()])
+    trainer.train()
+    records = step_records(trainer.state.log_history)
+    assert [r["step"] for r in records] == [3, 5]
+    assert all(r["steps_per_second"] > 0 for r in records)
+    assert records[1]["loss"] < records[0]["loss"]
