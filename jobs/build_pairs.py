@@ -7,8 +7,9 @@ Candidates were written a part per batch of questions, every candidate of a ques
 part; each candidates part is one Ray task here, making the pairs part of the same name (and its
 ``_stats-<part>.json``), so a rerun makes only the missing parts. Questions are kept when their
 accuracy lies in [pairs.min_accuracy, pairs.max_accuracy]; responses are cut to
-``pairs.max_response_tokens`` tokens of the sampled model's tokenizer. ``<run>/pairs/_stats.json``
-holds the counts: kept, dropped by reason, the accuracy histogram.
+``pairs.max_response_tokens`` tokens of the sampled model's tokenizer; with
+``pairs.min_chosen_samples=2`` only correct texts sampled at least twice are chosen.
+``<run>/pairs/_stats.json`` holds the counts: kept, dropped by reason, the accuracy histogram.
 """
 
 from __future__ import annotations

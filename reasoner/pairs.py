@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -20,9 +21,10 @@ from reasoner.options import check, option
 
 Row = Mapping[str, Any]
 TRUNCATE_MODES = ("head", "keep_answer")
-DROP_BUCKETS = ("too_easy", "too_hard", "no_distinct_pair", "no_candidates")
+DROP_BUCKETS = ("too_easy", "too_hard", "no_distinct_pair", "rare_correct", "no_candidates")
 NO_CANDIDATES = "no candidates"
 NO_DISTINCT_PAIR = "no distinct correct/incorrect texts"
+RARE_CORRECT = "no correct text sampled often enough"
 HISTOGRAM_BINS = 10
 # The marker ``reasoner.answers.extract_answer`` reads (tolerant of spacing and case).
 _ANSWER_MARKER = re.compile(r"###\s*answer\s*:", re.IGNORECASE)
@@ -49,6 +51,12 @@ class PairConfig:
     cuts the rationale so that it plus the answer line fit, so every pair still contrasts the
     final answers, at the price of a spliced text the model never produced (DPO then rewards
     jumping from half a rationale to the answer). Both modes keep texts that fit unchanged.
+
+    ``min_chosen_samples``: outcome labels call a rationale right when its final answer is, so
+    a weak model's lucky guesses (a misread value, an answer that happens to match) become
+    chosen texts. Such a rationale is rarely sampled twice, while one that reads the image
+    right recurs; with 2, only correct texts sampled at least twice may be chosen (a form of
+    self-consistency, Wang et al. 2023). The default 1 is the paper's: any correct text.
     """
 
     min_accuracy: float = option(0.25, "keep questions whose accuracy is >= this (inclusive)")
@@ -60,6 +68,9 @@ class PairConfig:
     truncate_mode: Literal["head", "keep_answer"] = option(
         "head", "'head': keep the first tokens; 'keep_answer': cut the rationale, keep the "
         "'### Answer:' line")
+    min_chosen_samples: int = option(
+        1, "a correct text must be sampled at least this many times to be chosen; 2 keeps "
+        "lucky guesses out of the chosen side")
 
     def __post_init__(self) -> None:
         for name in ("min_accuracy", "max_accuracy"):
@@ -76,6 +87,9 @@ class PairConfig:
         check(isinstance(self.seed, int), "seed", self.seed, "give an integer")
         check(self.truncate_mode in TRUNCATE_MODES, "truncate_mode", self.truncate_mode,
               f"use one of {', '.join(TRUNCATE_MODES)}")
+        check(isinstance(self.min_chosen_samples, int) and self.min_chosen_samples >= 1,
+              "min_chosen_samples", self.min_chosen_samples,
+              "give a positive integer (1: any correct text may be chosen)")
 
 
 def question_accuracy(candidates: Sequence[Row]) -> float:
@@ -95,23 +109,28 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _unique_by_label(candidates: Sequence[Row]) -> tuple[list[Row], list[Row]]:
+def _unique_by_label(candidates: Sequence[Row],
+                     min_correct_samples: int = 1) -> tuple[list[Row], list[Row]]:
     """Correct and incorrect candidates, one per whitespace-normalised text, in canonical order.
 
     The representative of a text is its lowest ``sample_index``. A text seen both correct and
     incorrect (two samples cut to the same prefix) is ambiguous and kept on neither side; a
-    blank text (an empty sample) on neither side either.
+    blank text (an empty sample) on neither side either. A correct text sampled fewer than
+    ``min_correct_samples`` times is left out.
     """
     labels: dict[str, set[bool]] = {}
     first: dict[str, Row] = {}
+    count: Counter[str] = Counter()
     for row in sorted(candidates, key=lambda r: (r["sample_index"], r["text"])):
         key = _normalise(row["text"])
         if not key:
             continue
         labels.setdefault(key, set()).add(bool(row["correct"]))
         first.setdefault(key, row)
-    unique = [(first[k], labels[k]) for k in first if len(labels[k]) == 1]
-    return [r for r, lab in unique if True in lab], [r for r, lab in unique if False in lab]
+        count[key] += 1
+    unique = [k for k in first if len(labels[k]) == 1]
+    return ([first[k] for k in unique if True in labels[k] and count[k] >= min_correct_samples],
+            [first[k] for k in unique if False in labels[k]])
 
 
 def select_pairs(candidates: Sequence[Row], config: PairConfig,
@@ -119,7 +138,8 @@ def select_pairs(candidates: Sequence[Row], config: PairConfig,
     """Up to ``pairs_per_question`` random (correct, incorrect) pairs of one question (3.3).
 
     None (``[]``) if the accuracy is outside [min_accuracy, max_accuracy]. Identical texts (after
-    whitespace normalisation) are de-duplicated first and never paired; no pair repeats. Pairs
+    whitespace normalisation) are de-duplicated first and never paired; a correct text sampled
+    fewer than ``min_chosen_samples`` times is never chosen; no pair repeats. Pairs
     prefer fresh candidates: each is greedily the next (correct, incorrect) combination, in a
     random order, whose two members have been used least, so 3 pairs use 3 different chosen and
     3 different rejected texts whenever there are that many. ``rng_or_seed``: a RNG to draw from,
@@ -138,7 +158,7 @@ def select_pairs(candidates: Sequence[Row], config: PairConfig,
         rng = rng_or_seed
     else:
         rng = question_rng(config.seed if rng_or_seed is None else rng_or_seed, ids.pop())
-    correct, incorrect = _unique_by_label(candidates)
+    correct, incorrect = _unique_by_label(candidates, config.min_chosen_samples)
     rng.shuffle(correct)
     rng.shuffle(incorrect)
     combos = [(i, j) for i in range(len(correct)) for j in range(len(incorrect))]
@@ -245,6 +265,9 @@ def build_pairs(example: Row, candidates: Sequence[Row], config: PairConfig,
                       for c in candidates if c["text"].strip()]
     pairs = select_pairs(candidates, config)
     if not pairs:
+        correct, incorrect = _unique_by_label(candidates)
+        if correct and incorrect:  # pairs existed, but no correct text was sampled often enough
+            return [], f"{RARE_CORRECT} (>= {config.min_chosen_samples} times)"
         return [], NO_DISTINCT_PAIR
     return [{"id": question_id, "pair_index": i, "prompt": chosen["prompt"],
              "image": example["image"], "chosen": chosen["text"], "rejected": rejected["text"],
@@ -258,6 +281,8 @@ def drop_bucket(reason: str) -> str:
         return "no_candidates"
     if reason == NO_DISTINCT_PAIR:
         return "no_distinct_pair"
+    if reason.startswith(RARE_CORRECT):
+        return "rare_correct"
     if reason.startswith("accuracy ") and " above " in reason:
         return "too_easy"
     if reason.startswith("accuracy ") and " below " in reason:

@@ -69,6 +69,7 @@ def test_config_defaults_are_the_papers_and_every_field_has_help() -> None:
     config = PairConfig()
     assert (config.min_accuracy, config.max_accuracy, config.pairs_per_question) == (0.25, 0.85, 3)
     assert (config.max_response_tokens, config.seed, config.truncate_mode) == (90, 0, "head")
+    assert config.min_chosen_samples == 1
     assert all(f.metadata["help"] for f in dataclasses.fields(PairConfig))
 
 
@@ -78,6 +79,7 @@ def test_config_defaults_are_the_papers_and_every_field_has_help() -> None:
     ({"pairs_per_question": 0}, "pairs_per_question=0 is invalid"),
     ({"max_response_tokens": 0}, "max_response_tokens=0 is invalid"),
     ({"truncate_mode": "tail"}, "truncate_mode='tail' is invalid: use one of head, keep_answer"),
+    ({"min_chosen_samples": 0}, "min_chosen_samples=0 is invalid: give a positive integer"),
 ])
 def test_config_rejects_bad_values_naming_field_value_and_fix(kwargs, message) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -178,6 +180,27 @@ def test_duplicate_texts_are_merged_and_identical_texts_never_paired() -> None:
     assert build_pairs(EXAMPLE, same, NO_CUT) == ([], NO_DISTINCT_PAIR)
 
 
+def test_min_chosen_samples_keeps_correct_texts_sampled_once_off_the_chosen_side() -> None:
+    # "read 3" was sampled three times, the lucky "read 9" once; both say the right answer.
+    rows = candidates([True, True, True, True, False, False, False, False],
+                      ["read 3", "read 9", "read 3 ", "read 3", "w0", "w1", "w2", "w0"])
+    twice = dataclasses.replace(NO_CUT, min_chosen_samples=2)
+    assert {c for c, _ in texts_of(select_pairs(rows, NO_CUT))} == {"read 3", "read 9"}
+    pairs = texts_of(select_pairs(rows, twice))
+    assert [c for c, _ in pairs] == ["read 3"] * 3
+    assert sorted(r for _, r in pairs) == ["w0", "w1", "w2"]
+    # Incorrect texts need no repeats; the accuracy still counts every sample.
+    made, why = build_pairs(EXAMPLE, rows, twice)
+    assert (len(made), why, made[0]["accuracy"]) == (3, None, 0.5)
+    # Right answers only by lucky, one-off texts: the question is dropped and counted so.
+    lucky = candidates([True, True, False, False], ["read 9", "read 8", "w0", "w1"])
+    assert build_pairs(EXAMPLE, lucky, twice) == ([], "no correct text sampled often enough "
+                                                      "(>= 2 times)")
+    assert drop_bucket(build_pairs(EXAMPLE, lucky, twice)[1]) == "rare_correct"
+    assert build_pairs(EXAMPLE, candidates([True, False], ["a", "a"]), twice) == (
+        [], NO_DISTINCT_PAIR)
+
+
 def test_blank_samples_count_for_accuracy_but_are_never_paired() -> None:
     rows = candidates([True, False, False], ["a\n### Answer: 1", "", " \n"])
     assert build_pairs(EXAMPLE, rows, PairConfig(), WordTokenizer()) == ([], NO_DISTINCT_PAIR)
@@ -264,7 +287,8 @@ def test_stats_accumulate_merge_and_round_trip() -> None:
     merged = a.merge(b).to_dict()
     assert merged == {
         "questions": 6, "kept": 2, "pairs": 5,
-        "dropped": {"too_easy": 1, "too_hard": 1, "no_distinct_pair": 1, "no_candidates": 1},
+        "dropped": {"too_easy": 1, "too_hard": 1, "no_distinct_pair": 1, "rare_correct": 0,
+                    "no_candidates": 1},
         "histogram": [1, 0, 1, 0, 0, 2, 0, 0, 0, 1],
         "histogram_edges": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}
     assert a.to_dict()["questions"] == 3  # merge does not mutate
