@@ -164,6 +164,10 @@ class DPOConfig(TrainConfig):
         0.0, "weight of an image-conditioned preference term in the manner of mDPO: the chosen response under a "
         "corrupted image as the rejected side (0: off, plain DPO)")
     mdpo_mask_fraction: float = option(0.5, "share of the image blanked to corrupt it for the mDPO term")
+    sft_weight: float = option(
+        0.0, "weight of a negative log-likelihood term on the chosen response beside the DPO loss, as in "
+        "RPO (Pang et al. 2024; TRL's loss_type ['sigmoid', 'sft']): it keeps DPO from lowering the "
+        "likelihood of correct rationales (0: off, plain DPO)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -172,3 +176,4 @@ class DPOConfig(TrainConfig):
               "use a positive batch size")
         check(self.mdpo_weight >= 0, "mdpo_weight", self.mdpo_weight, "use 0 (off) or a positive weight")
         check(0 < self.mdpo_mask_fraction < 1, "mdpo_mask_fraction", self.mdpo_mask_fraction, "use a value in (0, 1)")
+        check(self.sft_weight >= 0, "sft_weight", self.sft_weight, "use 0 (off) or a positive weight")

@@ -14,7 +14,9 @@ from ``<run>/dpo_ref`` (``reasoner.training.reference``) as dataset columns, and
 
 With ``dpo.mdpo_weight > 0`` each batch also carries the mDPO conditional pair
 (``reasoner.training.mdpo``) under ``"conditional"``; the trainer adds its TRL loss, weighted, and
-logs it as ``mdpo/loss``, ``mdpo/margins``, ``mdpo/accuracies``.
+logs it as ``mdpo/loss``, ``mdpo/margins``, ``mdpo/accuracies``. With ``dpo.sft_weight > 0`` TRL
+adds its ``"sft"`` loss, the chosen responses' mean token NLL, weighted (RPO); the conditional
+pair, whose chosen side is the same response, does not add it a second time.
 
 LoRA trains a peft adapter over the SFT model; full fine-tuning trains every weight.
 """
@@ -89,7 +91,12 @@ def precomputed_ref_trainer_class():
             mode = "train" if self.model.training else "eval"
             metrics, tokens = self._metrics[mode], self._total_train_tokens
             before = {k: len(v) for k, v in metrics.items()}
-            term = super()._compute_loss(model, conditional, False)
+            losses = self.loss_types, self.loss_weights
+            self.loss_types, self.loss_weights = ["sigmoid"], [1.0]  # the SFT term counts once
+            try:
+                term = super()._compute_loss(model, conditional, False)
+            finally:
+                self.loss_types, self.loss_weights = losses
             self._total_train_tokens = tokens
             for key in list(metrics):  # keep the DPO metrics; the conditional pair's under mdpo/
                 added = metrics[key][before.get(key, 0):]
@@ -125,8 +132,12 @@ def make_dpo_trainer(*, model, processor, args, dataset, peft_config, callbacks,
 
 
 def dpo_arguments(config: DPOConfig) -> dict[str, Any]:
-    """The DPO-specific TRL arguments of ``config``."""
-    return {"beta": config.beta, "loss_type": ["sigmoid"], "precompute_ref_log_probs": False}
+    """The DPO-specific TRL arguments of ``config``: the sigmoid loss, plus TRL's ``"sft"`` term
+    on the chosen responses when ``sft_weight`` is set (RPO)."""
+    losses = {"loss_type": ["sigmoid"], "loss_weights": [1.0]}
+    if config.sft_weight > 0:
+        losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.sft_weight]}
+    return {"beta": config.beta, **losses, "precompute_ref_log_probs": False}
 
 
 def training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[str, Any]]:
