@@ -50,13 +50,21 @@ def begin_stage(run: RunDir, artifact: str, stage: str, provenance: dict[str, An
     return digest
 
 
-def read_artifact_rows(run: RunDir, artifact: str, ids: Iterable[str]):
-    """A Ray dataset of the rows of ``artifact`` whose ``id`` is in ``ids`` (filtered in Arrow)."""
+def read_artifact_rows(run: RunDir, artifact: str, ids: Iterable[str], rows_per_block: int | None = None):
+    """A Ray dataset of the rows of ``artifact`` whose ``id`` is in ``ids`` (filtered in Arrow).
+
+    ``rows_per_block``: cut the blocks to at most that many rows, the batch size of a stage that
+    writes a part per batch. Ray Data reads small files into one block, and a ``map_batches``
+    task takes a whole block: without the cut one task would sample every question, so an actor
+    pool of N engines would use one, and a run longer than 30 min would fail on Ray Data's
+    no-progress timeout (a task's outputs count only when it ends).
+    """
     import ray
     from ray.data.expressions import col
 
     ds = ray.data.read_parquet(run.path(artifact), filesystem=run.fs, file_extensions=["parquet"])
-    return ds.filter(expr=col("id").is_in(sorted(ids)))
+    ds = ds.filter(expr=col("id").is_in(sorted(ids)))
+    return ds if rows_per_block is None else ds.repartition(target_num_rows_per_block=rows_per_block)
 
 
 def select_ids(run: RunDir, split: str, limit: int | None = None) -> list[str]:

@@ -45,7 +45,7 @@ def main(config: RunConfig) -> None:
     pending = 0
     if wanted:
         with timings.step("distill"):
-            summary = read_artifact_rows(run, "examples", wanted).map_batches(
+            summary = read_artifact_rows(run, "examples", wanted, section.examples_per_part).map_batches(
                 DistillWorker, fn_constructor_kwargs={"run": run, "config": section},
                 batch_size=section.examples_per_part, num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=section.num_workers),

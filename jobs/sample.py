@@ -46,7 +46,7 @@ def main(config: RunConfig) -> None:
     if todo:
         with timings.step("sample"):
             model_dir = run.local_path(section.model, cache_dir=os.path.expanduser(config.cache_dir))
-            summary = read_artifact_rows(run, "examples", todo).map_batches(
+            summary = read_artifact_rows(run, "examples", todo, section.questions_per_part).map_batches(
                 SampleWorker,
                 fn_constructor_kwargs={"run": run, "model_dir": model_dir, "config": section},
                 batch_size=section.questions_per_part,
