@@ -54,7 +54,7 @@ def read_artifact_rows(run: RunDir, artifact: str, ids: Iterable[str], rows_per_
     """A Ray dataset of the rows of ``artifact`` whose ``id`` is in ``ids`` (filtered in Arrow).
 
     ``rows_per_block``: cut the blocks to at most that many rows, the batch size of a stage that
-    writes a part per batch. Ray Data reads small files into one block, and a ``map_batches``
+    writes a part per batch. Ray Data may read many small files into one block, and a ``map_batches``
     task takes a whole block: without the cut one task would sample every question, so an actor
     pool of N engines would use one, and a run longer than 30 min would fail on Ray Data's
     no-progress timeout (a task's outputs count only when it ends).
