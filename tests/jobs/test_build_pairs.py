@@ -37,7 +37,8 @@ def test_pairs_from_candidates(fresh_run, tiny_model_dir) -> None:
     run.finish("candidates", stage="sample", config={"sample": {"model": "models/base"}}, config_hash="c1",
                counts=StageCounts(4, 4))
 
-    config = run_config(fresh_run, "pairs.max_response_tokens=12")
+    # The paper's rule: any correct text may be chosen (the default config asks for two samples).
+    config = run_config(fresh_run, "pairs.max_response_tokens=12", "pairs.min_chosen_samples=1")
     build_pairs.main(config)
     pairs = run.read_table("pairs", schema_name="pairs").to_pylist()
     kept = {p["id"] for p in pairs}
