@@ -20,7 +20,7 @@ before the next starts:
     splits are printed beside it: only the engine construction as start-up (actor spawn counted
     as sampling), and the time inside the batches only;
 (b) bare ``vllm.LLM.generate`` in this process: start-up is building a ``Sampler`` (the same
-    processor and ``make_vllm_engine(**sample.engine)`` the actor builds); sampling is one
+    processor and ``make_vllm_engine(**engine_kwargs(engine))`` the actor builds); sampling is one
     ``generate`` call over all questions with ``Sampler.requests``, what ``Sampler.sample`` sends
     (chat-templated token ids and the decoded image; n, temperature, top_p, max_tokens,
     per-question seed, logprobs=0), built before the clock starts;
@@ -39,7 +39,7 @@ Chunked prefill is off on CPU in both (a) and (b) (``reasoner.models.engine_defa
 CPU build kills the engine when a step splits the prefill of a seeded request);
 ``--chunked-prefill`` turns it on, to see that crash.
 
-The engines' environment is the default config's ``sample.engine_env`` (vLLM's CPU settings, and
+The engines' environment is the default config's ``engine`` section (``engine_env``) (vLLM's CPU settings, and
 ``OMP_NUM_THREADS=2``, which Ray would otherwise set to the actor's 1 CPU): the actors' runtime_env
 in (a), and this process's environment for (b) (values already in the environment win).
 ``--engine-env KEY=VALUE`` adds to or changes (a)'s. Target: a/b >= 0.8 of candidates/s.
@@ -112,11 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--questions-per-part", type=int, default=None,
                         help="(a): sample.questions_per_part, questions per Ray Data batch (default: the config's, 64)")
     parser.add_argument("--chunked-prefill", action="store_true",
-                        help="(a), (b): pass sample.engine={enable_chunked_prefill: true}; off by default on "
+                        help="(a), (b): pass engine.args={enable_chunked_prefill: true}; off by default on "
                              "CPU, where vLLM 0.32 crashes ('CPU Generator does not use offset') when it "
                              "splits the prefill of a seeded request")
     parser.add_argument("--engine-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="(a): an extra sample.engine_env entry (the actors' runtime_env), e.g. "
+                        help="(a): an extra engine.env entry (the actors' runtime_env), e.g. "
                              "RAY_worker_niceness=0; repeat for more")
     parser.add_argument("--hf-batch", type=int, default=16,
                         help="(c): questions per transformers generate call (default 16, i.e. 16 x N sequences)")
@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_config(args: argparse.Namespace, run_dir: str):
     """The default config on ``run_dir``: a suite just big enough, the preset, the sample section
-    (its ``engine_env`` with ``--engine-env``'s entries)."""
+    (the engine section's ``env`` with ``--engine-env``'s entries)."""
     from jobs._common import DEFAULT_CONFIG
     from reasoner.config import load_run_config
     from reasoner.data.synthetic import SuiteConfig, split_sizes
@@ -158,13 +158,13 @@ def run_config(args: argparse.Namespace, run_dir: str):
         f"sample.max_tokens={args.max_tokens}", f"sample.num_engines={args.engines}",
     ]
     if args.chunked_prefill:
-        overrides.append("sample.engine={enable_chunked_prefill: true}")
+        overrides.append("engine.args={enable_chunked_prefill: true}")
     if args.questions_per_part is not None:
         overrides.append(f"sample.questions_per_part={args.questions_per_part}")
     if args.engine_env:
-        env = {**load_run_config(DEFAULT_CONFIG, overrides).sample.engine_env,
+        env = {**load_run_config(DEFAULT_CONFIG, overrides).engine.env,
                **dict(item.split("=", 1) for item in args.engine_env)}
-        overrides.append("sample.engine_env={" + ", ".join(f"{k}: '{v}'" for k, v in env.items()) + "}")
+        overrides.append("engine.env={" + ", ".join(f"{k}: '{v}'" for k, v in env.items()) + "}")
     return load_run_config(DEFAULT_CONFIG, overrides)
 
 
@@ -373,7 +373,9 @@ def leg_vllm(config, model_dir: str, examples: list[dict]) -> Leg:
 
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    sampler = Sampler(model_dir, config.sample)  # load_processor + make_vllm_engine(**sample.engine)
+    from reasoner.models.engine import engine_kwargs
+
+    sampler = Sampler(model_dir, config.sample, engine_kwargs(config.engine))  # processor + make_vllm_engine
     startup = time.perf_counter() - start
     try:
         _, inputs, params = sampler.requests(examples)
@@ -518,7 +520,9 @@ def main(argv: list[str] | None = None) -> None:
     from jobs._common import DEFAULT_CONFIG
     from reasoner.config import load_run_config
 
-    default_env = load_run_config(DEFAULT_CONFIG, []).sample.engine_env  # (b): without --engine-env's extras
+    from reasoner.models.engine import engine_env
+
+    default_env = engine_env(load_run_config(DEFAULT_CONFIG, []).engine)  # (b): without --engine-env's extras
     os.environ.update({key: os.environ.get(key, value) for key, value in default_env.items()})
 
     import ray

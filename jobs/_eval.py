@@ -1,7 +1,7 @@
 """The greedy evaluation that ends the training stages (``sft.eval``, ``dpo.eval``).
 
 The exported model answers a fixed slice of a split greedily, direct and CoT, in a Ray task that
-builds its vLLM engine as stage sample does (``sample.engine``, ``sample.engine_env``); the
+builds its vLLM engine as the run's ``engine`` section says; the
 accuracy per source, per number of steps and overall is logged as a table and written, with
 every reply, to ``eval.json`` beside the model (``reasoner.evaluation``).
 """
@@ -14,18 +14,13 @@ import os
 import ray
 
 from reasoner.config import RunConfig, to_dict
+from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_gain, format_summary, summarise, summarise_gain
 from reasoner.rundir import RunDir
 
 from jobs._common import read_artifact_rows, select_ids
 
 logger = logging.getLogger("jobs.eval")
-
-
-def engine_task_options(config: RunConfig, use_gpu: bool) -> dict:
-    """Ray options of a task that builds a vLLM engine as stage sample's actors do: their
-    environment (``sample.engine_env``), and a GPU when the stage trains on GPUs."""
-    return {"num_gpus": 1 if use_gpu else 0, "runtime_env": {"env_vars": dict(config.sample.engine_env)}}
 
 
 def eval_ids(run: RunDir, key: str, config: GreedyEvalConfig) -> list[str] | None:
@@ -45,7 +40,8 @@ def evaluate_task(run: RunDir, artifact: str, examples: list[dict], config: Gree
                   cache_dir: str) -> tuple[list[dict], list[dict]]:
     """Greedy direct and CoT replies of the model ``artifact`` (a LoRA adapter is merged first), and
     the image gain rows (empty unless ``config.image_gain``)."""
-    from reasoner.evaluation import GreedyEvaluator
+    from reasoner.models.engine import engine_kwargs, ray_options
+from reasoner.evaluation import GreedyEvaluator
     from reasoner.training.export import engine_model_dir
 
     with engine_model_dir(run, artifact, cache_dir) as model_dir:
@@ -56,8 +52,8 @@ def evaluate_task(run: RunDir, artifact: str, examples: list[dict], config: Gree
             evaluator.close()
 
 
-def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: GreedyEvalConfig, ids: list[str],
-                   use_gpu: bool) -> dict:
+def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: GreedyEvalConfig,
+                   ids: list[str]) -> dict:
     """Evaluate the model ``artifact`` on the examples ``ids``, write ``eval.json`` beside it; the summary."""
     from reasoner.data.examples import example_problem
 
@@ -68,8 +64,8 @@ def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: G
             examples.append(example)
         else:
             unusable.append({"id": example["id"], "reason": problem})
-    task = evaluate_task.options(**engine_task_options(config, use_gpu))
-    rows, gain_rows = ray.get(task.remote(run, artifact, examples, eval_config, dict(config.sample.engine),
+    task = evaluate_task.options(**ray_options(config.engine))
+    rows, gain_rows = ray.get(task.remote(run, artifact, examples, eval_config, engine_kwargs(config.engine),
                                           os.path.expanduser(config.cache_dir)))
     summary = summarise(rows)
     if eval_config.image_gain:

@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python -m jobs.sample --config jobs/configs/h100.yaml run_dir=s3://bucket/r1
 
 Ray Data streams the examples of ``sample.split`` through an actor pool of vLLM engines
-(``sample.num_engines``, each reserving ``cpus_per_engine`` / ``gpus_per_engine``); every batch
+(``sample.num_engines``, each built and placed as the run's ``engine`` section says); every batch
 of ``questions_per_part`` questions becomes one Parquet part. A rerun samples only the questions
 that have neither candidates nor a rejection yet.
 """
@@ -17,6 +17,7 @@ import os
 import pyarrow.compute as pc
 
 from reasoner.config import RunConfig, identity, to_dict
+from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.sampling import SampleWorker
 
@@ -48,12 +49,11 @@ def main(config: RunConfig) -> None:
             model_dir = run.local_path(section.model, cache_dir=os.path.expanduser(config.cache_dir))
             summary = read_artifact_rows(run, "examples", todo, section.questions_per_part).map_batches(
                 SampleWorker,
-                fn_constructor_kwargs={"run": run, "model_dir": model_dir, "config": section},
+                fn_constructor_kwargs={"run": run, "model_dir": model_dir, "config": section,
+                                       "engine": engine_kwargs(config.engine)},
                 batch_size=section.questions_per_part,
                 compute=ray.data.ActorPoolStrategy(size=section.num_engines),
-                num_cpus=section.cpus_per_engine,
-                num_gpus=section.gpus_per_engine,
-                runtime_env={"env_vars": dict(section.engine_env)},
+                **ray_options(config.engine),
             ).take_all()
             made = sum(r["candidates"] for r in summary)
             logger.info("sampled %d candidates for %d questions (%d correct); %d questions rejected",
@@ -72,4 +72,4 @@ def main(config: RunConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_job(STAGE, main, __doc__, sections=("sample", "ray"))
+    run_job(STAGE, main, __doc__, sections=("sample", "engine", "ray"))

@@ -25,6 +25,7 @@ import os
 import ray
 
 from reasoner.config import RunConfig, config_hash, identity, to_dict
+from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import DPOConfig
 
@@ -36,11 +37,12 @@ STAGE, ARTIFACT, REFERENCE = "train_dpo", "models/dpo", "dpo_ref"
 
 
 @ray.remote
-def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOConfig) -> int:
+def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOConfig, engine: dict) -> int:
     """The reference pass (``reasoner.training.reference``) on one Ray worker."""
     from reasoner.training.reference import make_scorer, reference_pass
 
-    return reference_pass(run, pairs, make_scorer(model_dir, config.reference_backend, config.reference_batch_size))
+    scorer = make_scorer(model_dir, config.reference_backend, config.reference_batch_size, engine=engine)
+    return reference_pass(run, pairs, scorer)
 
 
 def main(config: RunConfig) -> None:
@@ -65,8 +67,12 @@ def main(config: RunConfig) -> None:
     if run.begin(REFERENCE, reference, config_hash(reference), stage=REFERENCE, overwrite=config.overwrite):
         with timings.step("reference"):
             model_dir = run.local_path(section.model, cache_dir=os.path.expanduser(config.cache_dir))
-            task = reference_task.options(num_cpus=1, num_gpus=1 if section.use_gpu else 0)
-            scored = ray.get(task.remote(run, pairs, model_dir, section))
+            # The vLLM backend is an engine like any other (the run's engine section); the
+            # transformers one takes a GPU where training does.
+            options = (ray_options(config.engine) if section.reference_backend == "vllm"
+                       else {"num_cpus": 1, "num_gpus": 1 if section.use_gpu else 0})
+            task = reference_task.options(**options)
+            scored = ray.get(task.remote(run, pairs, model_dir, section, engine_kwargs(config.engine)))
         run.finish(REFERENCE, stage=STAGE, config=reference, config_hash=config_hash(reference),
                    counts=StageCounts(in_=len(pairs), out=len(pairs)), timings={"reference": timings["reference"]},
                    extra={"scored_this_run": scored, "backend": section.reference_backend})
@@ -75,7 +81,7 @@ def main(config: RunConfig) -> None:
     evaluation = None
     if evaluate_ids is not None:
         with timings.step("evaluate"):
-            evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids, section.use_gpu)
+            evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids)
     final = last_metrics(run, ARTIFACT)
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "dpo": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=len(pairs), out=1), seed=section.seed, timings=timings,
@@ -91,4 +97,4 @@ def main(config: RunConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_job(STAGE, main, __doc__, sections=("dpo", "ray"))
+    run_job(STAGE, main, __doc__, sections=("dpo", "engine", "ray"))

@@ -29,7 +29,7 @@ from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import SFTConfig
 
 from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
-from jobs._eval import engine_task_options, eval_ids, evaluate_model
+from jobs._eval import eval_ids, evaluate_model
 
 logger = logging.getLogger("jobs.train_sft")
 STAGE, ARTIFACT = "train_sft", "models/sft"
@@ -65,15 +65,17 @@ def export_task(run: RunDir, checkpoint, selection: dict) -> None:
 
 def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
     """Score every kept checkpoint on the validation slice and export the chosen one. The engines
-    are built as stage sample builds them (``sample.engine``, ``sample.engine_env``)."""
+    are built as the run's ``engine`` section says."""
+    from reasoner.models.engine import engine_kwargs, ray_options
+
     from reasoner.training.select import choose
 
     section = config.sft
     ids = select_ids(run, "val", section.select.questions)
     examples = read_artifact_rows(run, "examples", ids).take_all()
-    task = score_task.options(**engine_task_options(config, section.use_gpu))
+    task = score_task.options(**ray_options(config.engine))
     checkpoints = [c for c, _ in result.best_checkpoints or []]
-    scores = [ray.get(task.remote(c, examples, section, dict(config.sample.engine))) for c in checkpoints]
+    scores = [ray.get(task.remote(c, examples, section, engine_kwargs(config.engine))) for c in checkpoints]
     chosen = choose(scores)
     selection = {"chosen_step": chosen["step"], "scores": scores, "questions": len(examples)}
     ray.get(export_task.remote(run, checkpoints[scores.index(chosen)], selection))
@@ -104,7 +106,7 @@ def main(config: RunConfig) -> None:
     evaluation = None
     if evaluate_ids is not None:
         with timings.step("evaluate"):
-            evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids, section.use_gpu)
+            evaluation = evaluate_model(run, config, ARTIFACT, section.eval, evaluate_ids)
     final = last_metrics(run, ARTIFACT)
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sft": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=final.get("step", 0), out=1), seed=section.seed, timings=timings,
@@ -117,4 +119,4 @@ def main(config: RunConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_job(STAGE, main, __doc__, sections=("sft", "ray"))
+    run_job(STAGE, main, __doc__, sections=("sft", "engine", "ray"))

@@ -28,6 +28,7 @@ from reasoner.options import (
 )
 from reasoner.data.readers import DATASETS
 from reasoner.data.synthetic import SuiteConfig
+from reasoner.models.engine import EngineConfig
 from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
 from reasoner.pairs import PairConfig
@@ -126,6 +127,9 @@ class RunConfig:
     ray: RaySection = section(RaySection, "Ray cluster")
     examples: ExamplesSection = section(ExamplesSection, "stage make_examples")
     model: ModelSection = section(ModelSection, "stage init_model")
+    engine: EngineConfig = section(
+        EngineConfig, "the vLLM engines of every stage that runs one (sample, checkpoint selection, the vLLM "
+        "reference pass, the evaluations, serving)")
     distill: DistillConfig = section(DistillConfig, "stage distill (A)")
     sample: SampleConfig = section(SampleConfig, "stage sample (C1)")
     pairs: PairConfig = section(PairConfig, "stage build_pairs (C2)")

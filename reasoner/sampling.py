@@ -41,8 +41,7 @@ class SampleConfig:
     """Stage sample: candidates from ``model`` for the questions of ``split``."""
 
     # How the work is run, not what it makes: a rerun may change these and resume the artifact.
-    OPERATIONAL: ClassVar[tuple[str, ...]] = ("questions_per_part", "num_engines", "cpus_per_engine",
-                                              "gpus_per_engine", "engine_env")
+    OPERATIONAL: ClassVar[tuple[str, ...]] = ("questions_per_part", "num_engines")
 
     model: str = option("models/sft", "model artifact of the run to sample from (models/sft; models/base for a dry run)")
     split: Literal["train", "val", "test"] = option("train", "split whose questions are sampled (paper: train)")
@@ -55,12 +54,8 @@ class SampleConfig:
     seed: int = option(0, "sampling seed (each question's seed derives from it and the question id)")
     correct_threshold: float = option(0.5, "a candidate is correct when its score is at least this")
     questions_per_part: int = option(64, "questions per batch and Parquet part (the unit of resumable work)")
-    num_engines: int = option(1, "vLLM engines, one Ray actor each (GPU: GPUs / tensor_parallel_size)")
-    cpus_per_engine: float = option(1.0, "CPUs each engine actor reserves")
-    gpus_per_engine: float = option(0.0, "GPUs each engine actor reserves (0 on CPU; tensor_parallel_size on GPU)")
-    engine: dict[str, Any] = option({}, "extra vllm.LLM arguments, e.g. {tensor_parallel_size: 8, dtype: bfloat16}")
-    engine_env: dict[str, str] = option(
-        {}, "environment of the engine actors, e.g. {VLLM_CPU_KVCACHE_SPACE: '1'} for vLLM's CPU build")
+    num_engines: int = option(1, "vLLM engines, one Ray actor each, built as the run's engine section says "
+                                 "(GPU: the cluster's GPUs / engine.gpus_per_engine)")
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", self.num_samples, "sample at least 1 candidate")
@@ -73,8 +68,6 @@ class SampleConfig:
         check(0 < self.correct_threshold <= 1, "correct_threshold", self.correct_threshold, "use a value in (0, 1]")
         check(self.questions_per_part >= 1, "questions_per_part", self.questions_per_part, "use e.g. 64")
         check(self.num_engines >= 1, "num_engines", self.num_engines, "run at least one engine")
-        check(self.cpus_per_engine >= 0 and self.gpus_per_engine >= 0, "cpus_per_engine/gpus_per_engine",
-              (self.cpus_per_engine, self.gpus_per_engine), "reserve non-negative resources")
 
 
 def question_seed(seed: int, question_id: str) -> int:
@@ -105,11 +98,12 @@ def candidate_rows(example: dict, prompt: str, completions: Sequence[Any], thres
 class Sampler:
     """One engine sampling CoT candidates for examples (rows of the examples artifact).
 
-    ``engine_factory(model_dir, **engine_kwargs)`` builds the engine (default
-    :func:`reasoner.models.make_vllm_engine`); the sampler owns it until :meth:`close`.
+    ``engine_factory(model_dir, **engine)`` builds the engine (default
+    :func:`reasoner.models.make_vllm_engine`; ``engine``: vLLM arguments, from the run's engine
+    section through ``reasoner.models.engine.engine_kwargs``); the sampler owns it until :meth:`close`.
     """
 
-    def __init__(self, model_dir: str, config: SampleConfig,
+    def __init__(self, model_dir: str, config: SampleConfig, engine: dict[str, Any] | None = None,
                  engine_factory: Callable[..., LLM] | None = None) -> None:
         from reasoner.models import load_processor, make_vllm_engine, shutdown_vllm_engine
 
@@ -118,7 +112,7 @@ class Sampler:
         # Held, not imported in close(): an actor's __del__ may run at interpreter exit, when
         # imports fail ("sys.meta_path is None").
         self._shutdown = shutdown_vllm_engine
-        self.llm = (engine_factory or make_vllm_engine)(model_dir, **config.engine)
+        self.llm = (engine_factory or make_vllm_engine)(model_dir, **(engine or {}))
 
     def sampling_params(self, example: dict):
         from vllm import SamplingParams
@@ -164,10 +158,11 @@ class SampleWorker:
     driver adds up; the candidates themselves never travel back through Ray.
     """
 
-    def __init__(self, run, model_dir: str, config: SampleConfig, engine_factory: Callable[..., LLM] | None = None,
-                 artifact: str = "candidates", stage: str = "sample") -> None:
+    def __init__(self, run, model_dir: str, config: SampleConfig, engine: dict[str, Any] | None = None,
+                 engine_factory: Callable[..., LLM] | None = None, artifact: str = "candidates",
+                 stage: str = "sample") -> None:
         self.run, self.artifact, self.stage = run, artifact, stage
-        self.sampler = Sampler(model_dir, config, engine_factory)
+        self.sampler = Sampler(model_dir, config, engine, engine_factory)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         from reasoner.data.examples import example_problem, rows_from_batch

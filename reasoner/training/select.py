@@ -85,8 +85,8 @@ def score_checkpoint(checkpoint, examples: Sequence[dict[str, Any]], config: Sel
         step = json.load(open(os.path.join(hf_dir, "trainer_state.json"), encoding="utf-8"))["global_step"]
         model_dir = model_of_checkpoint(hf_dir)
     sample = SampleConfig(num_samples=config.samples, temperature=config.temperature,
-                          mc_temperature=config.temperature, max_tokens=config.max_tokens, engine=dict(engine))
-    sampler = Sampler(model_dir, sample)
+                          mc_temperature=config.temperature, max_tokens=config.max_tokens)
+    sampler = Sampler(model_dir, sample, engine)
     try:
         candidates = sampler.sample(list(examples))
     finally:

@@ -71,8 +71,8 @@ def test_data_stages_as_ray_jobs(head_node, tiny_model_dir, tmp_path) -> None:
     run_dir = tmp_path / "submitted"
     env = "{" + ", ".join(f"{k}: '{v}'" for k, v in VLLM_CPU_ENV.items()) + "}"
     common = [f"run_dir={run_dir}", "examples.synthetic.num_items=30", "sample.model=models/base",
-              "sample.num_samples=4", "sample.max_tokens=8", "sample.max_questions=4", f"sample.engine_env={env}",
-              "sample.engine={max_model_len: 512}", "pairs.max_response_tokens=null"]
+              "sample.num_samples=4", "sample.max_tokens=8", "sample.max_questions=4", f"engine.env={env}",
+              "engine.max_model_len=512", "pairs.max_response_tokens=null"]
     run = RunDir(str(run_dir))
     for stage in ("make_examples", "distill", "sample", "build_pairs"):
         if stage == "sample":  # the base model stands in for SFT (training has its own tests)

@@ -21,8 +21,8 @@ def test_candidates_resume_and_schema(fresh_run, tiny_model_dir) -> None:
     install_model(run, tiny_model_dir, "models/base")
     env = "{" + ", ".join(f"{k}: '{v}'" for k, v in VLLM_CPU_ENV.items()) + "}"
     overrides = ["sample.model=models/base", "sample.num_samples=3", "sample.max_tokens=12",
-                 "sample.max_questions=6", "sample.questions_per_part=3", f"sample.engine_env={env}",
-                 "sample.engine={max_model_len: 512}"]
+                 "sample.max_questions=6", "sample.questions_per_part=3", f"engine.env={env}",
+                 "engine.max_model_len=512"]
     config = run_config(fresh_run, *overrides)
     sample.main(config)
     table = run.read_table("candidates", schema_name="candidates")

@@ -182,7 +182,7 @@ def test_checkpoint_selection_by_sampled_validation_accuracy(sft_run, tmp_path) 
     from reasoner.models import check_model_dir
     from reasoner.training.select import choose
     root = copy_run(sft_run, tmp_path / "select")
-    # The sampling engines are built as stage sample's (the default config's sample.engine_env).
+    # The sampling engines are built as stage sample's (the default config's engine section).
     train_sft.main(run_config(root, *stage_overrides("sft", "sft.select.enabled=true", "sft.select.questions=4",
                                                      "sft.select.samples=2", "sft.select.max_tokens=8",
                                                      "sft.eval.questions=3", "sft.eval.max_tokens=8")))
