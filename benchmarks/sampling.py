@@ -404,7 +404,7 @@ def leg_transformers(config, model_dir: str, examples: list[dict], batch_questio
     import torch
 
     from reasoner.models import load_model, load_processor
-    from reasoner.models.scorer import format_prompt, load_image, tokenizer_of
+    from reasoner.models.inputs import format_prompt, load_image, tokenizer_of
     from reasoner.prompts import build_prompt
 
     section = config.sample

@@ -38,7 +38,7 @@ def pair_part(run: RunDir, part: str, config: PairConfig, model_dir: str) -> dic
     import pyarrow.parquet as pq
 
     from reasoner.models import load_processor
-    from reasoner.models.scorer import tokenizer_of
+    from reasoner.models.inputs import tokenizer_of
 
     tokenizer = tokenizer_of(load_processor(model_dir)) if config.max_response_tokens else None
     candidates = pq.read_table(run.path("candidates", part), filesystem=run.fs).to_pylist()

@@ -117,8 +117,8 @@ class GreedyEvaluator:
         """Rows of every (mode, blind) run over ``examples``, run by run; each image decoded once."""
         from vllm import SamplingParams
 
-        from reasoner.models.scorer import load_image
-        from reasoner.models.vllm_backend import generation_input
+        from reasoner.models.inputs import load_image
+        from reasoner.models.inputs import generation_input
 
         if not examples:
             return []
@@ -146,7 +146,7 @@ class GreedyEvaluator:
         """One row per example with a rationale: id, source, tokens, logp (the rationale's summed
         log-prob after the CoT prompt and the image), logp_blank (with a blank image), gain."""
         from reasoner.models import ScoreRequest
-        from reasoner.models.scorer import load_image
+        from reasoner.models.inputs import load_image
         from reasoner.models.vllm_backend import VLLMScorer
 
         examples = [ex for ex in examples if ex.get("rationale")]

@@ -125,8 +125,8 @@ class Sampler:
 
     def requests(self, examples: Sequence[dict]) -> tuple[list[str], list[dict], list]:
         """The CoT prompts, ``generate`` inputs and sampling params :meth:`sample` sends for ``examples``."""
-        from reasoner.models.scorer import load_image
-        from reasoner.models.vllm_backend import generation_input
+        from reasoner.models.inputs import load_image
+        from reasoner.models.inputs import generation_input
 
         prompts = [build_prompt(ex["question"], ex.get("choices"), "cot") for ex in examples]
         inputs = [generation_input(self.processor, prompt, load_image(ex["image"]))

@@ -6,7 +6,7 @@ The DPO reference pass, the verifier and evaluation all score through this one c
                                response="The red bar is 4.\\n### Answer: 4")])
     -> [TokenLogProbs(tokens=["The", " red", ...], token_ids=[...], logprobs=[...], total=-12.3)]
 
-Tokenisation, shared by every backend (``encode_request``):
+Tokenisation, shared by every backend and by the engines that generate (``reasoner.models.inputs``):
 
 - the prompt is the model's chat template over one user turn holding the image then the prompt
   text (``reasoner.prompts.chat_messages``), with the generation prompt, tokenised with
@@ -25,7 +25,6 @@ fp32.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from PIL import Image
 
-from reasoner.prompts import chat_messages
+from reasoner.models.inputs import EncodedRequest, encode_request, token_texts, tokenizer_of
 
 if TYPE_CHECKING:
     import torch
@@ -94,58 +93,6 @@ class LogProbScorer(Protocol):
     """Anything that scores requests: one ``TokenLogProbs`` per request, in order."""
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[TokenLogProbs]: ...
-
-
-@dataclass(frozen=True)
-class EncodedRequest:
-    """A request tokenised for scoring: the prompt (unexpanded image token) and response token ids."""
-
-    image: Image.Image
-    prompt_text: str
-    prompt_ids: list[int]
-    response_ids: list[int]
-
-
-def load_image(image: bytes | Image.Image) -> Image.Image:
-    """An RGB PIL image from encoded bytes (decoded safely) or a PIL image."""
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    from reasoner.data.images import decode_image
-
-    return decode_image(bytes(image))
-
-
-def tokenizer_of(processor: Any):
-    """The tokenizer of a processor (or the tokenizer itself)."""
-    return getattr(processor, "tokenizer", processor)
-
-
-def format_prompt(processor: Any, prompt: str) -> str:
-    """``prompt`` as the model's chat template renders one user turn (image, text) and the generation prompt."""
-    messages = chat_messages(prompt)
-    template_owner = processor if getattr(processor, "chat_template", None) else tokenizer_of(processor)
-    if not getattr(template_owner, "chat_template", None):
-        raise ValueError("the model has no chat template: add one to its tokenizer or processor config")
-    return template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-def encode_request(processor: Any, request: ScoreRequest) -> EncodedRequest:
-    """Tokenise a request as every backend does (see the module docstring)."""
-    tokenizer = tokenizer_of(processor)
-    prompt_text = format_prompt(processor, request.prompt)
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(request.response, add_special_tokens=False)["input_ids"] if request.response else []
-    if request.eos:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no EOS token: score with eos=False")
-        response_ids = [*response_ids, tokenizer.eos_token_id]
-    return EncodedRequest(load_image(request.image), prompt_text, list(prompt_ids), list(response_ids))
-
-
-def token_texts(processor: Any, token_ids: Sequence[int]) -> list[str]:
-    """Each token's text on its own (a byte of a multi-byte character shows as U+FFFD)."""
-    tokenizer = tokenizer_of(processor)
-    return [tokenizer.decode([i], skip_special_tokens=False) for i in token_ids]
 
 
 def _collapse_runs(ids: Sequence[int], token_id: int) -> list[int]:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasoner.models.checkpoint import check_model_dir, load_processor
-from reasoner.models.scorer import (ScoreRequest, TokenLogProbs, encode_request, format_prompt, token_texts,
-                                    tokenizer_of)
+from reasoner.models.inputs import encode_request, generation_input, token_texts
+from reasoner.models.scorer import ScoreRequest, TokenLogProbs
 
 if TYPE_CHECKING:
     from vllm import LLM
@@ -75,19 +75,30 @@ def make_vllm_engine(model_dir: str | Path, **overrides: Any) -> LLM:
     """
     from vllm import LLM
 
-    kwargs = {**engine_defaults(model_dir), **overrides}
-    if kwargs.get("enable_chunked_prefill") is False and "max_num_batched_tokens" not in kwargs:
-        # Without chunking a step must hold a whole prompt: vLLM refuses a budget below max_model_len.
-        kwargs["max_num_batched_tokens"] = max(int(kwargs.get("max_model_len") or 0), DEFAULT_MAX_MODEL_LEN)
+    kwargs = engine_arguments(model_dir, **overrides)
     logger.info("starting vLLM engine: %s", kwargs)
     return LLM(**kwargs)
 
 
-def generation_input(processor: Any, prompt: str, image: Any) -> dict[str, Any]:
-    """The ``vllm.LLM.generate`` input of one prompt: its chat-templated token ids (the scorer's
-    tokenisation, ``format_prompt``) and the image (a PIL image)."""
-    ids = tokenizer_of(processor)(format_prompt(processor, prompt), add_special_tokens=False)["input_ids"]
-    return {"prompt_token_ids": ids, "multi_modal_data": {"image": image}}
+def engine_arguments(model_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """The engine arguments of ``make_vllm_engine`` and ``make_async_vllm_engine``: ``engine_defaults``
+    updated by ``overrides``."""
+    kwargs = {**engine_defaults(model_dir), **overrides}
+    if kwargs.get("enable_chunked_prefill") is False and "max_num_batched_tokens" not in kwargs:
+        # Without chunking a step must hold a whole prompt: vLLM refuses a budget below max_model_len.
+        kwargs["max_num_batched_tokens"] = max(int(kwargs.get("max_model_len") or 0), DEFAULT_MAX_MODEL_LEN)
+    return kwargs
+
+
+def make_async_vllm_engine(model_dir: str | Path, **overrides: Any):
+    """vLLM's ``AsyncLLM`` (the engine behind its OpenAI server) with the arguments of
+    ``make_vllm_engine``: many concurrent requests, streamed outputs. Stop it with ``.shutdown()``."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    kwargs = engine_arguments(model_dir, **overrides)
+    logger.info("starting vLLM async engine: %s", kwargs)
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
 
 def shutdown_vllm_engine(llm: LLM) -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from reasoner.data.images import encode_png
 from reasoner.models import LogProbScorer, ScoreRequest, TokenLogProbs, TransformersScorer, load_processor
-from reasoner.models.scorer import encode_request, format_prompt
+from reasoner.models.inputs import encode_request, format_prompt
 from reasoner.prompts import build_prompt, chat_messages
 
 PROMPT = build_prompt("What is the sum of the red bar and the blue bar?", None, "cot")

@@ -8,7 +8,7 @@ from PIL import Image
 
 from reasoner.data.images import encode_png, to_data_url
 from reasoner.models import ScoreRequest, TransformersScorer, VLLMScorer, make_vllm_engine, shutdown_vllm_engine
-from reasoner.models.scorer import encode_request
+from reasoner.models.inputs import encode_request
 from reasoner.models.vllm_backend import engine_defaults
 from reasoner.prompts import build_prompt, chat_messages
 

@@ -92,7 +92,7 @@ def test_loss_at_the_reference_is_log_two_plus_the_weighted_chosen_nll(
     """At the start the policy is the reference: DPO gives log 2, the SFT term the chosen tokens'
     mean NLL under the reference (the scorer's), and the mDPO term log 2 without its own SFT term."""
     from reasoner.models import ScoreRequest, TransformersScorer
-    from reasoner.models.scorer import load_image
+    from reasoner.models.inputs import load_image
 
     pairs = _pairs(mdpo=bool(mdpo_weight))
     scorer = TransformersScorer.from_pretrained(tiny_model_dir)
