@@ -33,6 +33,7 @@ from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
 from reasoner.pairs import PairConfig
 from reasoner.sampling import SampleConfig
+from reasoner.serving.config import ServeConfig
 from reasoner.training.config import DPOConfig, SFTConfig
 
 __all__ = ["STAGES", "IMPLEMENTED_STAGES", "DEFAULT_STAGES", "ConfigError", "RunConfig", "load_run_config",
@@ -135,6 +136,7 @@ class RunConfig:
     pairs: PairConfig = section(PairConfig, "stage build_pairs (C2)")
     sft: SFTConfig = section(SFTConfig, "stage train_sft (B)")
     dpo: DPOConfig = section(DPOConfig, "stage train_dpo (C3)")
+    serve: ServeConfig = section(ServeConfig, "serving (D): serve_apps.reason")
 
     def __post_init__(self) -> None:
         check(bool(self.run_dir), "run_dir", self.run_dir, "give a local path or a URI such as s3://bucket/runs/r1")
