@@ -15,6 +15,7 @@ import ray
 
 from reasoner.config import RunConfig, to_dict
 from reasoner.models.engine import engine_kwargs, ray_options
+from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_gain, format_summary, summarise, summarise_gain
 from reasoner.rundir import RunDir
 
@@ -40,8 +41,7 @@ def evaluate_task(run: RunDir, artifact: str, examples: list[dict], config: Gree
                   cache_dir: str) -> tuple[list[dict], list[dict]]:
     """Greedy direct and CoT replies of the model ``artifact`` (a LoRA adapter is merged first), and
     the image gain rows (empty unless ``config.image_gain``)."""
-    from reasoner.models.engine import engine_kwargs, ray_options
-from reasoner.evaluation import GreedyEvaluator
+    from reasoner.evaluation import GreedyEvaluator
     from reasoner.training.export import engine_model_dir
 
     with engine_model_dir(run, artifact, cache_dir) as model_dir:
