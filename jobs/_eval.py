@@ -14,9 +14,8 @@ import os
 import ray
 
 from reasoner.config import RunConfig, to_dict
-from reasoner.models.engine import engine_kwargs, ray_options
-from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_gain, format_summary, summarise, summarise_gain
+from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir
 
 from jobs._common import read_artifact_rows, select_ids
