@@ -3,6 +3,10 @@
 Every job is ``python -m jobs.<stage> --config <yaml> [key=value ...]``; with no ``--config`` the
 embedded default (``jobs/configs/default.yaml``) is used. ``--help`` lists the config keys the
 stage reads with their help text and defaults; ``--print-config`` shows the resolved config.
+
+The terminal shows the job's own lines (stages, a progress line per long step, warnings, the
+summary); everything else (Ray's progress bars, engine and worker logs) goes to a log file under
+the run, ``<run>/logs/<job>-<time>.log`` (``jobs._console``); ``--verbose`` shows it all.
 """
 
 from __future__ import annotations
@@ -16,12 +20,61 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from jobs._console import CONSOLE_LOGGER, Console
+
 from reasoner.config import ConfigError, RunConfig, config_hash, load_run_config
 from reasoner.options import dump_yaml, iter_help
 from reasoner.rundir import RunDir, RunDirError
 from reasoner.schema import SchemaError
 
 logger = logging.getLogger("jobs")
+say = logging.getLogger(CONSOLE_LOGGER).info
+"""A line for the terminal (and the log file): the job's own account of what it does."""
+
+_console: Console | None = None  # the running job's console, for progress lines
+
+
+class RecipeStop(RuntimeError):
+    """A stage finished but left nothing the next stage can use: the message says why and the fix."""
+
+
+def progress(label: str, poll: Callable[[], tuple[float, float | None]], unit: str = ""):
+    """A context showing one updating progress line (``poll() -> (done, total)``) while a long step
+    runs; nothing when the stage runs outside a job (a test calling its ``main``)."""
+    if _console is None:
+        return contextlib.nullcontext()
+    return _console.progress(label, poll, unit=unit, interval=2.0)
+
+
+def parts_poll(run: RunDir, artifact: str, per_part: int, total: int) -> Callable[[], tuple[float, float]]:
+    """Progress of a stage that writes a Parquet part per ``per_part`` items: items done of ``total``."""
+    start = len(run.parts(artifact))
+    return lambda: (min(total, (len(run.parts(artifact)) - start) * per_part), total)
+
+
+def training_poll(run: RunDir, stage: str) -> Callable[[], tuple[float, float | None]]:
+    """Progress of a training stage: the step its rank 0 last wrote (``reasoner.training.progress``)."""
+    from reasoner.training.progress import PROGRESS_DIR, progress_file
+
+    name = progress_file(stage)
+    with contextlib.suppress(OSError):  # a finished run's file would show its last step
+        run.fs.delete_file(run.path(PROGRESS_DIR, name))
+
+    def poll() -> tuple[float, float | None]:
+        data = run.read_json(PROGRESS_DIR, name) or {}
+        return data.get("step", 0), data.get("max_steps")
+
+    return poll
+
+
+def log_path(config: RunConfig, job: str) -> str:
+    """Where the job's log goes: ``<run>/logs`` for a local run, the cache for a bucket's."""
+    if "://" in config.run_dir:
+        root = os.path.join(os.path.expanduser(config.cache_dir), "logs",
+                            config.run_dir.replace("://", "_").replace("/", "_"))
+    else:
+        root = os.path.join(config.run_dir, "logs")
+    return os.path.join(root, f"{job}-{time.strftime('%Y%m%d-%H%M%S')}.log")
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
 
@@ -45,7 +98,7 @@ def begin_stage(run: RunDir, artifact: str, stage: str, provenance: dict[str, An
     content), or None when the artifact is already complete with it (the stage has nothing to do)."""
     digest = config_hash(provenance)
     if not run.begin(artifact, provenance, digest, stage=stage, overwrite=overwrite):
-        logger.info("%s is complete with this config; nothing to do", run.path(artifact))
+        say("%s is complete with this config: skipped", run.path(artifact))
         return None
     return digest
 
@@ -104,7 +157,9 @@ def parse_args(stage: str, doc: str | None, sections: Sequence[str], argv: Seque
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="run config YAML (default: the embedded default, jobs/configs/default.yaml)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", default="INFO", help="logging level of the log file (default INFO)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every log line on the terminal (Ray, engines, workers) instead of only the job's")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. run_dir=runs/r1 examples.synthetic.num_items=500")
     args = parser.parse_args(argv)
@@ -115,10 +170,15 @@ def parse_args(stage: str, doc: str | None, sections: Sequence[str], argv: Seque
     return config, args
 
 
-def init_ray(config: RunConfig) -> None:
-    """Connect to the cluster (``ray job submit`` sets ``RAY_ADDRESS``) or start a local one."""
+def init_ray(config: RunConfig, progress_bars: bool = True) -> None:
+    """Connect to the cluster (``ray job submit`` sets ``RAY_ADDRESS``) or start a local one.
+    ``progress_bars=False`` turns off Ray Data's (the job shows its own progress lines)."""
     import ray
 
+    if not progress_bars:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"log_to_driver": True}
@@ -137,18 +197,34 @@ def init_ray(config: RunConfig) -> None:
 def run_job(stage: str, main: Callable[[RunConfig], Any], doc: str | None, sections: Sequence[str],
             argv: Sequence[str] | None = None, uses_ray: bool = True) -> None:
     """Parse the command line, set up logging (and Ray), and run ``main(config)``."""
+    global _console
     config, args = parse_args(stage, doc, sections, argv)
     if args.print_config:
         sys.stdout.write(dump_yaml(config))
         return
-    setup_logging(args.log_level)
-    if uses_ray:
-        init_ray(config)
+    path = log_path(config, stage)
     try:
-        main(config)
-    except (ConfigError, RunDirError, SchemaError) as e:
-        # Errors about the user's config, run directory or data: the message says what to do;
-        # a traceback would only bury it (it is logged at DEBUG).
-        logger.debug("traceback", exc_info=True)
-        logger.error("%s failed: %s", stage, e)
+        with Console(path, quiet=not args.verbose) as console:
+            console.setup_logging(args.log_level)
+            _console = console
+            say("%s on %s (log: %s)", stage, config.run_dir, path)
+            if uses_ray:
+                init_ray(config, progress_bars=args.verbose)
+            try:
+                main(config)
+            except (ConfigError, RunDirError, SchemaError, RecipeStop) as e:
+                # Errors about the user's config, run directory or data, or a recipe that cannot go
+                # on: the message says what to do; a traceback would only bury it (in the log).
+                logger.debug("traceback", exc_info=True)
+                logger.error("%s stopped: %s", stage, e)
+                raise SystemExit(1) from None
+            finally:
+                _console = None
+                if uses_ray:
+                    import ray
+
+                    ray.shutdown()  # while the log file still takes the workers' last lines
+    except SystemExit:
+        raise
+    except Exception:  # noqa: BLE001 - the console printed one line and the log has the traceback
         raise SystemExit(1) from None

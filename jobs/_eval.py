@@ -18,7 +18,7 @@ from reasoner.evaluation import EVAL_FILE, GreedyEvalConfig, format_gain, format
 from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir
 
-from jobs._common import read_artifact_rows, select_ids
+from jobs._common import read_artifact_rows, say, select_ids
 
 logger = logging.getLogger("jobs.eval")
 
@@ -72,9 +72,9 @@ def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: G
     record = {"split": eval_config.split, "questions": len(examples), "unusable": unusable,
               "config": to_dict(eval_config), "summary": summary, "rows": rows, "image_gain_rows": gain_rows}
     run.write_json(record, artifact, EVAL_FILE)
-    logger.info("greedy accuracy of %s on %d %s questions%s:\n%s", run.path(artifact), len(examples),
+    say("greedy accuracy of %s on %d %s questions%s:\n%s", run.path(artifact), len(examples),
                 eval_config.split, f" ({len(unusable)} unusable, listed in {EVAL_FILE})" if unusable else "",
                 format_summary(summary) if rows else "(no usable question)")
     if eval_config.image_gain:
-        logger.info("%s", format_gain(summary["image_gain"]))
+        say("%s", format_gain(summary["image_gain"]))
     return summary

@@ -24,7 +24,7 @@ from reasoner.config import RunConfig, to_dict
 from reasoner.pairs import PairConfig, PairStats, build_pairs
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, begin_stage, run_job
+from jobs._common import Timings, begin_stage, run_job, say
 
 logger = logging.getLogger("jobs.build_pairs")
 STAGE, ARTIFACT = "build_pairs", "pairs"
@@ -91,7 +91,7 @@ def main(config: RunConfig) -> None:
     run.finish(ARTIFACT, stage=STAGE, config=provenance, config_hash=digest,
                counts=StageCounts(in_=stats.questions, out=stats.kept), seed=section.seed, timings=timings,
                extra={"pairs": stats.pairs, "dropped": stats.dropped, "histogram": stats.histogram})
-    logger.info("pairs: %d from %d of %d questions (dropped: %s) -> %s", stats.pairs, stats.kept,
+    say("pairs: %d from %d of %d questions (dropped: %s) -> %s", stats.pairs, stats.kept,
                 stats.questions, stats.dropped, run.path(ARTIFACT))
 
 

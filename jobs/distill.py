@@ -21,7 +21,7 @@ from reasoner.distill import STAGE, DistillWorker
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.schema import MODES
 
-from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
+from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, say, select_ids
 
 logger = logging.getLogger("jobs.distill")
 ARTIFACT = "sft_data"
@@ -66,7 +66,7 @@ def main(config: RunConfig) -> None:
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "distill": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=len(ids), out=rows["cot"], rejected=rejected), seed=None,
                timings=timings, extra={"rows": rows})
-    logger.info("sft_data: %d CoT, %d direct and %d caption rows, %d examples rejected -> %s",
+    say("sft_data: %d CoT, %d direct and %d caption rows, %d examples rejected -> %s",
                 rows["cot"], rows["direct"], rows["caption"], rejected, run.path(ARTIFACT))
 
 

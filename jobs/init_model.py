@@ -19,7 +19,7 @@ from reasoner.config import RunConfig, to_dict
 from reasoner.data.synthetic import suite_text
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, begin_stage, run_job
+from jobs._common import Timings, begin_stage, run_job, say
 
 logger = logging.getLogger("jobs.init_model")
 STAGE, ARTIFACT = "init_model", "models/base"
@@ -47,7 +47,7 @@ def main(config: RunConfig) -> None:
     run.finish(ARTIFACT, stage=STAGE, config=provenance, config_hash=digest,
                counts=StageCounts(in_=len(train), out=1), seed=section.seed, timings=timings,
                extra={"preset": section.preset, "image_size": image_size})
-    logger.info("base model (%s, %d px) -> %s", section.preset, image_size, run.path(ARTIFACT))
+    say("base model (%s, %d px) -> %s", section.preset, image_size, run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from reasoner.config import DatasetSource, RunConfig, to_dict
 from reasoner.data.synthetic import SPLITS, SuiteConfig, generate_items, split_sizes
 from reasoner.rundir import RunDir, RunDirError, StageCounts
 
-from jobs._common import Timings, begin_stage, run_job
+from jobs._common import Timings, begin_stage, run_job, say
 
 logger = logging.getLogger("jobs.make_examples")
 STAGE, ARTIFACT = "make_examples", "examples"
@@ -132,7 +132,7 @@ def main(config: RunConfig) -> None:
                counts=StageCounts(in_=table.num_rows + rejected, out=table.num_rows, rejected=rejected),
                seed=section.synthetic.seed,
                timings=timings, extra={"splits": {s: counts.get(s, 0) for s in SPLITS}})
-    logger.info("examples: %s -> %s", ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS), run.path(ARTIFACT))
+    say("examples: %s -> %s", ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS), run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.sampling import SampleWorker
 
-from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
+from jobs._common import Timings, begin_stage, parts_poll, progress, read_artifact_rows, run_job, say, select_ids
 
 logger = logging.getLogger("jobs.sample")
 STAGE, ARTIFACT = "sample", "candidates"
@@ -45,7 +45,8 @@ def main(config: RunConfig) -> None:
         logger.info("%d %s questions, %d already done, %d to sample (%d candidates each)",
                     len(ids), section.split, len(ids) - len(todo), len(todo), section.num_samples)
     if todo:
-        with timings.step("sample"):
+        with timings.step("sample"), progress("sample", parts_poll(run, ARTIFACT, section.questions_per_part,
+                                                                    len(todo)), unit="questions"):
             model_dir = run.local_path(section.model, cache_dir=os.path.expanduser(config.cache_dir))
             summary = read_artifact_rows(run, "examples", todo, section.questions_per_part).map_batches(
                 SampleWorker,
@@ -67,7 +68,7 @@ def main(config: RunConfig) -> None:
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sample": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=len(ids), out=questions, rejected=rejected), seed=section.seed,
                timings=timings, extra={"candidates": table.num_rows, "mean_accuracy": accuracy})
-    logger.info("candidates: %d for %d questions, mean accuracy %s -> %s", table.num_rows, questions,
+    say("candidates: %d for %d questions, mean accuracy %s -> %s", table.num_rows, questions,
                 None if accuracy is None else f"{accuracy:.3f}", run.path(ARTIFACT))
 
 

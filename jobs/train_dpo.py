@@ -29,7 +29,7 @@ from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import DPOConfig
 
-from jobs._common import Timings, begin_stage, run_job
+from jobs._common import Timings, begin_stage, progress, run_job, say, training_poll
 from jobs._eval import eval_ids, evaluate_model
 
 logger = logging.getLogger("jobs.train_dpo")
@@ -76,7 +76,7 @@ def main(config: RunConfig) -> None:
         run.finish(REFERENCE, stage=STAGE, config=reference, config_hash=config_hash(reference),
                    counts=StageCounts(in_=len(pairs), out=len(pairs)), timings={"reference": timings["reference"]},
                    extra={"scored_this_run": scored, "backend": section.reference_backend})
-    with timings.step("train"):
+    with timings.step("train"), progress("train_dpo", training_poll(run, STAGE), unit="steps"):
         train_dpo(run, section, config.cache_dir, digest, ARTIFACT, pairs=pairs)
     evaluation = None
     if evaluate_ids is not None:
@@ -92,7 +92,7 @@ def main(config: RunConfig) -> None:
                       "eval": None if evaluation is None else evaluation["overall"]})
     if not section.keep_checkpoints:
         remove_checkpoints(run, train_run_name(STAGE, digest))
-    logger.info("DPO: %s steps, final loss %s, reward margin %s -> %s", final.get("step"), final.get("loss"),
+    say("DPO: %s steps, final loss %s, reward margin %s -> %s", final.get("step"), final.get("loss"),
                 final.get("rewards/margins"), run.path(ARTIFACT))
 
 

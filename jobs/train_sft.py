@@ -28,7 +28,8 @@ from reasoner.config import RunConfig, identity, to_dict
 from reasoner.rundir import RunDir, StageCounts
 from reasoner.training.config import SFTConfig
 
-from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, select_ids
+from jobs._common import (Timings, begin_stage, progress, read_artifact_rows, run_job, say, select_ids,
+                          training_poll)
 from jobs._eval import eval_ids, evaluate_model
 
 logger = logging.getLogger("jobs.train_sft")
@@ -67,7 +68,6 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
     """Score every kept checkpoint on the validation slice and export the chosen one. The engines
     are built as the run's ``engine`` section says."""
     from reasoner.models.engine import engine_kwargs, ray_options
-
     from reasoner.training.select import choose
 
     section = config.sft
@@ -79,7 +79,7 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
     chosen = choose(scores)
     selection = {"chosen_step": chosen["step"], "scores": scores, "questions": len(examples)}
     ray.get(export_task.remote(run, checkpoints[scores.index(chosen)], selection))
-    logger.info("selected the checkpoint of step %d (uncertain share %.3f) of %s", chosen["step"],
+    say("selected the checkpoint of step %d (uncertain share %.3f) of %s", chosen["step"],
                 chosen["uncertain_share"], [s["step"] for s in scores])
     return selection
 
@@ -97,7 +97,7 @@ def main(config: RunConfig) -> None:
     if digest is None:
         return
     evaluate_ids = eval_ids(run, "sft.eval", section.eval)
-    with timings.step("train"):
+    with timings.step("train"), progress("train_sft", training_poll(run, STAGE), unit="steps"):
         result = train_sft(run, section, config.cache_dir, digest, ARTIFACT)
     selection = None
     if section.select.enabled:
@@ -115,7 +115,7 @@ def main(config: RunConfig) -> None:
                       "eval": None if evaluation is None else evaluation["overall"]})
     if not section.keep_checkpoints:
         remove_checkpoints(run, train_run_name(STAGE, digest))
-    logger.info("SFT: %s steps, final loss %s -> %s", final.get("step"), final.get("loss"), run.path(ARTIFACT))
+    say("SFT: %s steps, final loss %s -> %s", final.get("step"), final.get("loss"), run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

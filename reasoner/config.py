@@ -46,8 +46,8 @@ STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "buil
 IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "build_pairs", "train_dpo")
 """The stages that exist so far."""
 
-DEFAULT_STAGES = ("make_examples", "init_model", "distill")
-"""The stages ``jobs.pipeline`` runs by default: those that have what they need (sample needs SFT)."""
+DEFAULT_STAGES = IMPLEMENTED_STAGES
+"""The stages ``jobs.pipeline`` runs by default: the whole recipe built so far."""
 
 
 @dataclass

@@ -63,29 +63,6 @@ class EncodedRequest:
     response_ids: list[int]
 
 
-def load_image(image: bytes | Image.Image) -> Image.Image:
-    """An RGB PIL image from encoded bytes (decoded safely) or a PIL image."""
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    from reasoner.data.images import decode_image
-
-    return decode_image(bytes(image))
-
-
-def tokenizer_of(processor: Any):
-    """The tokenizer of a processor (or the tokenizer itself)."""
-    return getattr(processor, "tokenizer", processor)
-
-
-def format_prompt(processor: Any, prompt: str) -> str:
-    """``prompt`` as the model's chat template renders one user turn (image, text) and the generation prompt."""
-    messages = chat_messages(prompt)
-    template_owner = processor if getattr(processor, "chat_template", None) else tokenizer_of(processor)
-    if not getattr(template_owner, "chat_template", None):
-        raise ValueError("the model has no chat template: add one to its tokenizer or processor config")
-    return template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
 def encode_request(processor: Any, request: ScoreRequest) -> EncodedRequest:
     """Tokenise a request as every backend does (see the module docstring)."""
     tokenizer = tokenizer_of(processor)

@@ -29,14 +29,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from PIL import Image
 
 from reasoner.models.inputs import EncodedRequest, encode_request, token_texts, tokenizer_of
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, ProcessorMixin
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasoner.models.checkpoint import check_model_dir, load_processor
-from reasoner.models.inputs import encode_request, generation_input, token_texts
+from reasoner.models.inputs import encode_request, token_texts
 from reasoner.models.scorer import ScoreRequest, TokenLogProbs
 
 if TYPE_CHECKING:

@@ -38,6 +38,7 @@ from reasoner.training.worker import run_worker
 logger = logging.getLogger(__name__)
 
 ARTIFACT = "models/dpo"
+STAGE = "train_dpo"
 REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
@@ -174,5 +175,5 @@ def train_dpo(run: RunDir, config: DPOConfig, cache_dir: str, digest: str, artif
     rows = with_reference(run, pairs)
     logger.info("DPO on %d pairs, beta %s, %s", len(rows), config.beta, "LoRA" if config.lora.enabled else "full")
     check_batch(len(rows), config.per_device_batch_size, config.num_workers, "pairs")
-    loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact}
+    loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact, "stage": STAGE}
     return fit(dpo_worker, loop, config, run, train_run_name("train_dpo", digest))

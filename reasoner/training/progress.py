@@ -28,12 +28,25 @@ METRICS_FILE = "metrics.jsonl"
 SHOWN = ("loss", "rewards/margins", "rewards/accuracies", "grad_norm", "learning_rate", "steps_per_second")
 
 
-class StepMetrics(TrainerCallback):
-    """Throughput per logging interval, added to the trainer's log history and logged on rank 0."""
+PROGRESS_DIR = "logs"
 
-    def __init__(self) -> None:
+
+def progress_file(stage: str) -> str:
+    """The name of a training stage's progress file under ``<run>/logs``: ``{"step", "max_steps"}``."""
+    return f"progress-{stage}.json"
+
+
+class StepMetrics(TrainerCallback):
+    """Throughput per logging interval, added to the trainer's log history and logged on rank 0.
+
+    With ``run`` and ``stage``, rank 0 also writes ``<run>/logs/progress-<stage>.json`` at every
+    logging step, which the job's driver polls for its progress line.
+    """
+
+    def __init__(self, run: RunDir | None = None, stage: str | None = None) -> None:
         self._time: float | None = None
         self._step = 0
+        self._progress = (run, progress_file(stage)) if run is not None and stage else None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._time, self._step = time.perf_counter(), state.global_step
@@ -52,6 +65,13 @@ class StepMetrics(TrainerCallback):
             if state.is_world_process_zero:
                 shown = " ".join(f"{k}={record[k]:.4g}" for k in SHOWN if isinstance(record.get(k), (int, float)))
                 logger.info("step %d/%d %s", state.global_step, state.max_steps, shown)
+                if self._progress is not None:
+                    run, name = self._progress
+                    try:
+                        run.write_json({"step": state.global_step, "max_steps": state.max_steps,
+                                        "loss": record.get("loss")}, PROGRESS_DIR, name)
+                    except OSError:  # progress is for show: never stop training for it
+                        logger.debug("could not write %s", name, exc_info=True)
 
 
 def step_records(log_history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from reasoner.training.worker import run_worker
 logger = logging.getLogger(__name__)
 
 ARTIFACT = "models/sft"
+STAGE = "train_sft"
 
 
 def make_sft_trainer(*, model, processor, args, dataset, peft_config, callbacks):
@@ -54,7 +55,7 @@ def train_sft(run: RunDir, config: SFTConfig, cache_dir: str, digest: str, artif
     logger.info("SFT on %d rows: %d steps of %d examples", len(rows), expected_steps(len(rows), config),
                 config.global_batch_size)
     check_batch(len(rows), config.per_device_batch_size, config.num_workers, "sft_data")
-    loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact}
+    loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact, "stage": STAGE}
     return fit(sft_worker, loop, config, run, train_run_name("train_sft", digest))
 
 

@@ -82,7 +82,7 @@ def run_worker(loop: dict[str, Any], args_cls_name: str, dataset: Any,
                               **(args_extra or {}))
     model = load_policy(model_dir, config)
     trainer = make_trainer(model=model, processor=processor, args=args, dataset=dataset,
-                           peft_config=lora_config(config), callbacks=[StepMetrics(), report_checkpoint_callback()])
+                           peft_config=lora_config(config), callbacks=[StepMetrics(run, loop.get("stage")), report_checkpoint_callback()])
     quiet_printer(trainer)
     trainer.vision_tower_lr = config.vision_tower_lr or None
     with train_and_resume(trainer) as (resumed_from, finished_checkpoint):
