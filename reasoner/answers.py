@@ -10,7 +10,8 @@ evaluation of GT-Vision-Lab/VQA and ``relaxed_correctness`` of google-research/p
 Metrics (``METRICS``):
 
 - ``relaxed`` (ChartQA): ``relaxed_correctness``, max over answers.
-- ``vqa`` (A-OKVQA, TextVQA): VQA accuracy after ``process_answer`` normalisation.
+- ``vqa`` (TextVQA): VQA accuracy after ``process_answer`` normalisation (leave-one-out).
+- ``aokvqa`` (A-OKVQA direct answer): the official ``min(1, matches / 3)``, no normalisation.
 - ``anls`` (DocVQA, InfoVQA): ``anls_compute`` with the 0.5 threshold of ``hit_calculate``.
 - ``mc``: the option letter (from "B", "(B)", "The answer is B", or the option text).
 - ``exact``: normalised string equality, numbers compared as numbers.
@@ -22,7 +23,7 @@ import string
 from collections.abc import Mapping
 from types import MappingProxyType
 
-METRICS: tuple[str, ...] = ("relaxed", "vqa", "anls", "mc", "exact")
+METRICS: tuple[str, ...] = ("relaxed", "vqa", "anls", "mc", "exact", "aokvqa")
 
 _ANSWER_MARKER = re.compile(r"###\s*answer\s*:", re.IGNORECASE)
 
@@ -52,8 +53,10 @@ def is_correct(score: float, metric: str, threshold: float = 0.5) -> bool:
     """Whether a ``score`` of ``metric`` counts as correct: ``score >= threshold``.
 
     This is the one definition of "correct" for filtering and pairing. With the default 0.5 a
-    VQA answer is correct when at least two annotators agree with it (0.6), an ANLS answer when
-    it is within the reference's 0.5 threshold, and the 0/1 metrics when they are 1.
+    VQA answer is correct when at least two annotators agree with it (0.6), an A-OKVQA answer
+    when at least two of the three matches needed for full credit are there (2/3 = 0.667; one
+    match is 1/3), an ANLS answer when it is within the reference's 0.5 threshold, and the 0/1
+    metrics when they are 1.
     """
     _check_metric(metric)
     return score >= threshold
@@ -83,6 +86,8 @@ def score(
         return max(float(relaxed_correctness(a, pred)) for a in answers)
     if metric == "vqa":
         return vqa_accuracy(prediction, answers)
+    if metric == "aokvqa":
+        return aokvqa_accuracy(prediction, answers)
     if metric == "anls":
         return anls(prediction, answers)
     if metric == "mc":
@@ -207,6 +212,30 @@ def vqa_accuracy(prediction: str, answers: list[str]) -> float:
     # The others of a matching answer hold matches - 1 hits; of a non-matching one, matches.
     accs = [min(1.0, (matches - (gt == pred)) / 3) for gt in gts]
     return sum(accs) / len(accs)
+
+
+# --- aokvqa (A-OKVQA direct answer) ------------------------------------------------------------
+
+
+def aokvqa_accuracy(prediction: str, answers: list[str]) -> float:
+    """A-OKVQA's official direct-answer accuracy: ``min(1, matches / 3)``.
+
+    As ``eval_aokvqa`` in allenai/aokvqa ``evaluation/eval_predictions.py`` (direct-answer
+    setting): ``num_match = sum([pred == da for da in direct_answers])`` and
+    ``min(1.0, num_match / 3.0)``, over all ten direct answers, without VQA's leave-one-out
+    averaging. With 10 answers and k matching that is 0, 1/3, 2/3 for k = 0, 1, 2 and 1.0 from
+    k = 3.
+
+    The official script compares strings as given: its direct answers are already lower-case,
+    normalised annotations, and it expects predictions cleaned the same way. A generated answer
+    is not ("Bat", "a bat."), so both sides go through the VQA normalisation (``process_answer``)
+    first, as DESIGN.md asks; for the annotations it changes nothing. (The official score also
+    leaves out questions marked ``difficult_direct_answer``; that is a choice of rows, not of
+    this function.)
+    """
+    prediction = process_answer(prediction)
+    matches = sum(prediction == process_answer(answer) for answer in answers)
+    return min(1.0, matches / 3.0)
 
 
 # --- anls (DocVQA / InfoVQA) -------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 SCHEMA_VERSION = 1
 
 SPLITS = ("train", "val", "test")
-METRICS = ("relaxed", "vqa", "anls", "mc", "exact")
+METRICS = ("relaxed", "vqa", "anls", "mc", "exact", "aokvqa")
 MODES = ("cot", "direct", "caption")  # of sft_data rows (prompts.MODES are the answering ones)
 
 

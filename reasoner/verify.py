@@ -119,7 +119,7 @@ def vote_key(answer: str, metric: str = "exact", choices: list[str] | None = Non
     (``choices`` lets option text count), else the exact key; ``vqa``, ``process_answer``;
     ``relaxed``, the number as ``relaxed_correctness`` reads it ("45%" is 0.45) else the
     lower-cased stripped text (no 5% tolerance: it is not transitive); ``anls``, the lower-cased,
-    whitespace-collapsed text.
+    whitespace-collapsed text; ``aokvqa``, as ``vqa`` (its metric normalises the same way).
     """
     if not isinstance(answer, str):
         raise TypeError(f"answer is {answer!r} ({type(answer).__name__}); give a string")
@@ -128,7 +128,7 @@ def vote_key(answer: str, metric: str = "exact", choices: list[str] | None = Non
     if metric == "mc":
         letter = predicted_letter(answer, choices)
         return letter if letter is not None else _exact_key(answer)  # exact keys are lower-case
-    if metric == "vqa":
+    if metric in ("vqa", "aokvqa"):
         return process_answer(answer)
     if metric == "relaxed":
         text = answer.strip()

@@ -5,6 +5,7 @@ import pytest
 from reasoner.answers import (
     METRICS,
     anls,
+    aokvqa_accuracy,
     extract_answer,
     is_correct,
     levenshtein,
@@ -138,6 +139,43 @@ def test_vqa_normalisation_on_both_sides() -> None:
     assert score("an apple!", ["Apple"] * 4, "vqa") == 1.0
     assert score("", ["yes"] * 4, "vqa") == 0.0
     assert score("yes", ["no"] * 4, "vqa") == 0.0
+
+
+# --- aokvqa (A-OKVQA direct answer) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        (0, 0.0),
+        (1, 1 / 3),  # min(1, 1/3), no leave-one-out (vqa would give 0.3)
+        (2, 2 / 3),  # vqa: 0.6
+        (3, 1.0),  # vqa: 0.9
+        (4, 1.0),  # capped
+        (10, 1.0),
+    ],
+)
+def test_aokvqa_min_one_matches_over_three_of_ten(k: int, expected: float) -> None:
+    assert score("bat", _ten("bat", k), "aokvqa") == pytest.approx(expected)
+    assert aokvqa_accuracy("bat", _ten("bat", k)) == pytest.approx(expected)
+
+
+def test_aokvqa_matches_after_the_vqa_normalisation() -> None:
+    # eval_predictions.py counts `pred == da` over clean strings; a generated answer is cleaned
+    # first (case, articles, punctuation, number words), as the annotations already are.
+    for prediction in ("Bat", "a bat", "bat.", " bat"):
+        assert score(prediction, _ten("bat", 3), "aokvqa") == 1.0
+    assert score("two", _ten("2", 3), "aokvqa") == 1.0
+    assert score("two", _ten("2", 3), "vqa") == pytest.approx(0.9)  # vqa: leave-one-out over 10
+    assert score("cat", _ten("bat", 3), "aokvqa") == 0.0
+    # "bat" matches 4 of "bat", "Bat", "bat", "a bat": capped at 1; 2 matches give 2/3.
+    assert score("bat", ["bat", "Bat", "bat", "a bat"] + ["x"] * 6, "aokvqa") == 1.0
+    assert score("bat", ["bat", "Bat"] + ["x"] * 8, "aokvqa") == pytest.approx(2 / 3)
+
+
+def test_aokvqa_fewer_answers_keep_the_divisor_three() -> None:
+    assert score("dog", ["dog"], "aokvqa") == pytest.approx(1 / 3)
+    assert score("dog", ["dog", "dog", "dog"], "aokvqa") == 1.0
 
 
 # --- anls (DocVQA / InfoVQA) -------------------------------------------------------------------
@@ -282,7 +320,7 @@ def test_exact(prediction: str, answers: list[str], expected: float) -> None:
 
 
 def test_metrics_export() -> None:
-    assert METRICS == ("relaxed", "vqa", "anls", "mc", "exact")
+    assert METRICS == ("relaxed", "vqa", "anls", "mc", "exact", "aokvqa")
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -291,7 +329,7 @@ def test_none_prediction_scores_zero(metric: str) -> None:
 
 
 def test_unknown_metric_names_it_and_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"'bleu'.*relaxed, vqa, anls, mc, exact"):
+    with pytest.raises(ValueError, match=r"'bleu'.*relaxed, vqa, anls, mc, exact, aokvqa"):
         score("a", ["a"], "bleu")
     with pytest.raises(ValueError, match="'bleu'"):
         is_correct(1.0, "bleu")
@@ -314,6 +352,8 @@ def test_is_correct() -> None:
     assert is_correct(0.6, "vqa")  # two of ten annotators agree
     assert not is_correct(0.3, "vqa")  # one annotator only
     assert not is_correct(0.6, "vqa", threshold=0.9)
+    assert not is_correct(score("bat", _ten("bat", 1), "aokvqa"), "aokvqa")  # 1/3
+    assert is_correct(score("bat", _ten("bat", 2), "aokvqa"), "aokvqa")  # 2 of 3 matches: 0.667
     assert is_correct(1.0, "mc")
     assert not is_correct(0.0, "mc")
 

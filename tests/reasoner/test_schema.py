@@ -126,7 +126,7 @@ def test_bad_metric_in_row_3_names_the_row_id_and_value():
         validate_rows(rows, "examples")
     assert str(info.value) == (
         "artifact 'examples', row 3 (id 'ex-3'), column 'metric': "
-        "'bleu' is not one of relaxed, vqa, anls, mc, exact")
+        "'bleu' is not one of relaxed, vqa, anls, mc, exact, aokvqa")
 
 
 def test_empty_answers_are_refused():

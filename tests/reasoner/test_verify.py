@@ -106,6 +106,9 @@ def test_other_metrics_group_as_they_normalise() -> None:
     assert vote_key("45", "relaxed") == 45.0
     assert vote_key(" Beef ", "relaxed") == "beef"
     assert vote_key("  New   York ", "anls") == "new york"
+    # aokvqa normalises as vqa does, and groups the same way.
+    assert vote_key("bat", "aokvqa") == "bat"
+    assert len({vote_key(a, "aokvqa") for a in ["bat", "Bat", "a bat", "bat."]}) == 1
 
 
 def test_vote_key_rejects_an_unknown_metric() -> None:

@@ -13,7 +13,10 @@ A question has ``question_id``, ``image_id``, ``question``, ``choices``, ``corre
 ``direct_answers`` (10 annotators), ``difficult_direct_answer`` and ``rationales`` (3); the
 test split carries no answers, so its records are rejected ("no answer").
 
-Rows: ``form="da"`` (source ``aokvqa``): the 10 direct answers, metric ``vqa``, no choices.
+Rows: ``form="da"`` (source ``aokvqa``): the 10 direct answers, metric ``aokvqa`` (the official
+direct-answer accuracy, ``min(1, matches / 3)``, see ``reasoner.answers.aokvqa_accuracy``), no
+choices. Questions marked ``difficult_direct_answer`` are kept, though the official
+direct-answer score leaves them out.
 ``form="mc"`` (source ``aokvqa-mc``): the choices and the letter of ``correct_choice_idx``,
 metric ``mc``. Both carry the rationales joined one per line. Ids are
 ``aokvqa-<split>-<question_id>`` / ``aokvqa-mc-<split>-<question_id>``. Splits: train, val and
@@ -59,7 +62,7 @@ def read_aokvqa(root: str, split: str, *, filesystem: pafs.FileSystem | None = N
         else:
             answers = q.get("direct_answers") or []
         row = example(source, f"{source}-{split}-{q.get('question_id')}", schema_split,
-                      q.get("question"), answers, "mc" if form == "mc" else "vqa",
+                      q.get("question"), answers, "mc" if form == "mc" else "aokvqa",
                       choices=choices if form == "mc" else None,
                       rationale="\n".join(r.strip() for r in q.get("rationales") or []))
         image_id = q.get("image_id")

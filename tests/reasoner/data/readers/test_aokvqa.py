@@ -16,8 +16,8 @@ def test_direct_answer_rows(tmp_path) -> None:
     rows, rejected = read("aokvqa", tmp_path, "val")
     assert rows == [
         row("aokvqa", "aokvqa-val-22jbM6gDxdaMaunuzgrsBB", "val", JPEG,
-            "What is the man holding?", ["bat"] * 7 + ["stick"] * 3, "vqa", rationale=RATIONALE),
-        row("aokvqa", "aokvqa-val-q2", "val", JPEG, "Which season?", ["winter"] * 10, "vqa",
+            "What is the man holding?", ["bat"] * 7 + ["stick"] * 3, "aokvqa", rationale=RATIONALE),
+        row("aokvqa", "aokvqa-val-q2", "val", JPEG, "Which season?", ["winter"] * 10, "aokvqa",
             rationale="There is snow."),
     ]
     assert list(reasons(rejected)) == ["aokvqa-val-q3"]
