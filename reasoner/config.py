@@ -31,6 +31,7 @@ from reasoner.data.synthetic import SuiteConfig
 from reasoner.models.engine import EngineConfig
 from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
+from reasoner.eval_pool import EvaluateConfig
 from reasoner.pairs import PairConfig
 from reasoner.sampling import SampleConfig
 from reasoner.serving.config import ServeConfig
@@ -43,7 +44,8 @@ STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "buil
           "evaluate", "report")
 """Every stage of the recipe, in order (DESIGN.md)."""
 
-IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "build_pairs", "train_dpo")
+IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "build_pairs", "train_dpo",
+                      "evaluate")
 """The stages that exist so far."""
 
 DEFAULT_STAGES = IMPLEMENTED_STAGES
@@ -136,6 +138,7 @@ class RunConfig:
     pairs: PairConfig = section(PairConfig, "stage build_pairs (C2)")
     sft: SFTConfig = section(SFTConfig, "stage train_sft (B)")
     dpo: DPOConfig = section(DPOConfig, "stage train_dpo (C3)")
+    evaluate: EvaluateConfig = section(EvaluateConfig, "stage evaluate: greedy accuracy and reranking curves")
     serve: ServeConfig = section(ServeConfig, "serving (D): serve_apps.reason")
 
     def __post_init__(self) -> None:

@@ -21,13 +21,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ENGINE_ENV = "{" + ", ".join(f"{k}: '{v}'" for k, v in VLLM_CPU_ENV.items()) + "}"
 # The default config, cut to minutes: 80 items, 300 SFT steps of 16 (enough to learn the answer
 # format), 24 questions x 8 candidates, any accuracy kept for pairs, 2 DPO steps, no greedy
-# evaluations.
+# evaluations after training, and an evaluation of 4 questions with pools of 4.
 CUT = ["examples.synthetic.num_items=80", "examples.items_per_part=40", "model.preset=tiny",
        "sft.max_steps=300", "sft.global_batch_size=16", "sft.per_device_batch_size=16", "sft.eval.questions=0",
        "sft.save_steps=1000", "sample.max_questions=24", "sample.num_samples=8", "sample.max_tokens=48",
        "sample.questions_per_part=12", "pairs.min_accuracy=0.0", "pairs.max_accuracy=1.0",
        "pairs.min_chosen_samples=1", "dpo.max_steps=2", "dpo.global_batch_size=2", "dpo.per_device_batch_size=2",
-       "dpo.eval.questions=0", "engine.max_model_len=512", f"engine.env={ENGINE_ENV}"]
+       "dpo.eval.questions=0", "evaluate.questions=4", "evaluate.pool_size=4", "evaluate.ns=[1,2,4]",
+       "evaluate.max_tokens=16", "evaluate.draws=16", "evaluate.bootstrap=100", "engine.max_model_len=512",
+       f"engine.env={ENGINE_ENV}"]
 
 
 def pipeline(ray_local, run_dir, *overrides: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,239 @@
+"""Stage evaluate: greedy accuracy per model, mode and source, and reranking curves, into ``<run>/eval``.
+
+    python -m jobs.evaluate --config jobs/configs/default.yaml run_dir=runs/r1
+    ray job submit --working-dir . -- python -m jobs.evaluate --config jobs/configs/h100.yaml run_dir=s3://bucket/r1
+
+On ``evaluate.questions`` questions of ``evaluate.split`` (a fixed subset mixing sources): every
+model of ``evaluate.models`` answers greedily in each mode (Tables 2 and 6 of the paper); the
+generator (the SFT model) samples a pool of ``pool_size`` candidates a question, scored by itself
+(the reference, and the control's mean likelihood) and by the verifier (the DPO model): its
+implicit reward ``beta * (log pi_dpo - log pi_sft)``, beta from the DPO run (Figures 6-7).
+Curves: for each N, the expected accuracy over N-subsets of the pool (``reasoner.reranking``) of
+``single``, ``majority``, ``best_of_n``, ``weighted_vote``, ``control`` and ``oracle``, with paired
+bootstrap intervals over questions, as do the comparisons (DPO vs SFT greedy; verifier vs majority;
+majority vs single). Written: ``eval/greedy`` (every answer), ``eval/pool`` (every candidate and its
+scores), ``eval/accuracy``, ``eval/curves`` (Parquet) and ``eval/eval.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from reasoner.config import RunConfig, identity, to_dict
+from reasoner.eval_pool import EvaluateConfig, pool_rows
+from reasoner.models.engine import engine_kwargs, ray_options
+from reasoner.rundir import RunDir, StageCounts
+
+from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, say, select_ids
+
+logger = logging.getLogger("jobs.evaluate")
+STAGE, ARTIFACT = "evaluate", "eval"
+
+
+@ray.remote
+def model_task(run: RunDir, artifact: str, examples: list[dict], config: EvaluateConfig, *, greedy: bool,
+               sample: bool, pool: list[dict] | None, engine: dict, cache_dir: str) -> dict[str, Any]:
+    """One engine over ``artifact``: its greedy answers, the pool it samples, and the per-token
+    log-probs of the pool's candidates under it (the pool given, or the one it sampled)."""
+    from reasoner.evaluation import GreedyEvalConfig, GreedyEvaluator
+    from reasoner.models import ScoreRequest, make_vllm_engine, shutdown_vllm_engine
+    from reasoner.models.vllm_backend import VLLMScorer
+    from reasoner.sampling import SampleConfig, Sampler
+    from reasoner.training.export import engine_model_dir
+
+    out: dict[str, Any] = {"greedy": [], "pool": pool, "logprobs": None}
+    with engine_model_dir(run, artifact, cache_dir) as model_dir:
+        llm = make_vllm_engine(model_dir, **engine)
+        shared = lambda *args, **kwargs: llm  # noqa: E731 - every helper below uses this one engine
+        try:
+            if greedy:
+                greedy_config = GreedyEvalConfig(questions=len(examples), split=config.split, modes=list(config.modes),
+                                                 max_tokens=config.max_tokens, blind=False, image_gain=False,
+                                                 correct_threshold=config.correct_threshold)
+                out["greedy"] = GreedyEvaluator(model_dir, greedy_config, engine_factory=shared).evaluate(examples)
+            if sample:
+                sampling = SampleConfig(num_samples=config.pool_size, temperature=config.temperature,
+                                        mc_temperature=config.mc_temperature, max_tokens=config.max_tokens,
+                                        seed=config.seed, correct_threshold=config.correct_threshold)
+                out["pool"] = Sampler(model_dir, sampling, engine_factory=shared).sample(examples)
+            if out["pool"] is not None:
+                images = {ex["id"]: ex["image"] for ex in examples}
+                requests = [ScoreRequest(images[c["id"]], c["prompt"], c["text"]) for c in out["pool"]]
+                out["logprobs"] = [s.logprobs for s in VLLMScorer(llm).score(requests)]
+        finally:
+            shutdown_vllm_engine(llm)
+    return out
+
+
+def _logprobs(scored: list[list[float]]):
+    from reasoner.models import TokenLogProbs
+
+    return [TokenLogProbs([""] * len(lp), [0] * len(lp), lp) for lp in scored]
+
+
+def _accuracy_rows(greedy: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[bool]] = defaultdict(list)
+    for r in greedy:
+        groups[r["model"], r["mode"], r["source"]].append(bool(r["correct"]))
+        groups[r["model"], r["mode"], "overall"].append(bool(r["correct"]))
+    return [{"model": m, "mode": mode, "source": s, "questions": len(v), "accuracy": sum(v) / len(v)}
+            for (m, mode, s), v in sorted(groups.items())]
+
+
+def _interval(i) -> dict[str, float | int]:
+    return {"estimate": i.estimate, "low": i.low, "high": i.high, "questions": i.questions}
+
+
+def summarise(greedy: list[dict], pool: list[dict], config: EvaluateConfig, has_verifier: bool,
+              examples: dict[str, dict]) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """The accuracy rows, the curve rows and eval.json's comparisons, from the saved answers and pool."""
+    from reasoner.reranking import Pool, bootstrap_mean, curves, paired_difference, questions_needed
+
+    c = config
+    comparisons: dict[str, Any] = {}
+    by_model: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in greedy:
+        by_model[r["model"], r["mode"]][r["id"]] = float(r["correct"])
+    for mode in c.modes:
+        sft, dpo = by_model.get(("models/sft", mode)), by_model.get(("models/dpo", mode))
+        if sft and dpo:
+            ids = sorted(set(sft) & set(dpo))
+            comparisons[f"dpo_vs_sft_{mode}"] = _interval(paired_difference([dpo[i] for i in ids], [sft[i] for i in ids],
+                                                                            reps=c.bootstrap, seed=c.seed))
+    by_question: dict[str, list[dict]] = defaultdict(list)
+    for row in pool:
+        by_question[row["id"]].append(row)
+    ids = sorted(by_question)
+    pools = []
+    for i in ids:
+        rows = sorted(by_question[i], key=lambda r: r["sample_index"])
+        ex = examples[i]
+        pools.append(Pool(correct=[r["correct"] for r in rows], answers=[r["answer"] for r in rows],
+                          rewards=[r["reward"] for r in rows] if has_verifier else None,
+                          control=[r["control"] for r in rows], metric=ex["metric"], choices=ex.get("choices")))
+    strategies = [s for s in ("single", "majority", "best_of_n", "weighted_vote", "control", "oracle")
+                  if has_verifier or s not in ("best_of_n", "weighted_vote")]
+    per_question = curves(pools, strategies, c.ns, draws=c.draws, seed=c.seed) if pools else {}
+    curve_rows = []
+    for strategy, by_n in per_question.items():
+        for n, values in by_n.items():
+            i = bootstrap_mean(values, reps=c.bootstrap, seed=c.seed)
+            curve_rows.append({"strategy": strategy, "n": n, "accuracy": i.estimate, "low": i.low, "high": i.high,
+                               "questions": i.questions})
+    pairs = [("majority", "single"), ("best_of_n", "majority"), ("weighted_vote", "majority"),
+             ("best_of_n", "control")]
+    for a, b in pairs:
+        if a in per_question and b in per_question:
+            for n in c.ns:
+                comparisons[f"{a}_vs_{b}@{n}"] = _interval(paired_difference(
+                    per_question[a][n], per_question[b][n], reps=c.bootstrap, seed=c.seed))
+    needed = {}
+    if "best_of_n" in per_question:
+        n = c.ns[-1] if len(c.ns) == 1 else c.ns[len(c.ns) // 2]
+        diffs = [x - y for x, y in zip(per_question["best_of_n"][n], per_question["majority"][n])]
+        needed[f"best_of_n_vs_majority@{n}"] = questions_needed(diffs, 0.02) if len(diffs) > 1 else None
+    for mode in c.modes:
+        sft, dpo = by_model.get(("models/sft", mode)), by_model.get(("models/dpo", mode))
+        if sft and dpo:
+            common = sorted(set(sft) & set(dpo))
+            diffs = [dpo[i] - sft[i] for i in common]
+            needed[f"dpo_vs_sft_{mode}"] = questions_needed(diffs, 0.02) if len(diffs) > 1 else None
+    comparisons["questions_for_2_points"] = needed
+    return _accuracy_rows(greedy), curve_rows, comparisons
+
+
+def main(config: RunConfig) -> None:
+    section, timings = config.evaluate, Timings()
+    run = RunDir(config.run_dir)
+    present = [m for m in section.models if run.manifest(m) is not None]
+    generator = run.require(section.generator)
+    verifier = run.manifest(section.verifier)
+    provenance = {"evaluate": identity(section), "examples_config_hash": run.require("examples")["config_hash"],
+                  "models": {m: run.manifest(m)["config_hash"] for m in sorted({*present, section.generator})},
+                  "verifier_config_hash": None if verifier is None else verifier["config_hash"]}
+    digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
+    if digest is None:
+        return
+    skipped = sorted(set(section.models) - set(present))
+    if skipped:
+        say("evaluate: %s not in the run: skipped", ", ".join(skipped))
+    beta = None if verifier is None else verifier.get("beta")
+    if verifier is not None and beta is None:
+        raise ValueError(f"evaluate.verifier={section.verifier!r} records no beta: it was not trained by train_dpo")
+    with timings.step("plan"):
+        ids = select_ids(run, section.split, section.questions)
+        if not ids:
+            raise ValueError(f"evaluate.split={section.split!r}: the run's examples have no such split")
+        if section.questions is not None and len(ids) < section.questions:
+            say("evaluate: the %s split has %d questions, fewer than evaluate.questions=%d", section.split,
+                len(ids), section.questions)
+        from reasoner.data.examples import as_python, example_problem
+
+        examples, unusable = [], 0
+        for example in read_artifact_rows(run, "examples", ids).take_all():
+            if example_problem(example) is None:
+                examples.append(as_python(example))
+            else:
+                unusable += 1
+        if unusable:
+            say("evaluate: %d of %d questions are unusable (see examples' checks) and left out", unusable, len(ids))
+    engine, cache_dir = engine_kwargs(config.engine), os.path.expanduser(config.cache_dir)
+    options = ray_options(config.engine)
+    greedy_rows, pool = [], None
+    order = [section.generator] + [m for m in dict.fromkeys([*present, section.verifier])
+                                   if m != section.generator and run.manifest(m) is not None]
+    scored: dict[str, list[list[float]]] = {}
+    for artifact in order:
+        with timings.step(f"engine {artifact}"):
+            out = ray.get(model_task.options(**options).remote(
+                run, artifact, examples, section, greedy=artifact in present, sample=artifact == section.generator,
+                pool=pool, engine=engine, cache_dir=cache_dir))
+        greedy_rows += [{**r, "model": artifact} for r in out["greedy"]]
+        pool = out["pool"]
+        scored[artifact] = out["logprobs"]
+    has_verifier = verifier is not None
+    pool = pool_rows(pool, _logprobs(scored[section.generator]),
+                     _logprobs(scored[section.verifier]) if has_verifier else None, beta)
+    with timings.step("curves"):
+        accuracy, curve_rows, comparisons = summarise(greedy_rows, pool, section, has_verifier,
+                                                      {ex["id"]: ex for ex in examples})
+    for name, rows in (("greedy", greedy_rows), ("pool", pool), ("accuracy", accuracy), ("curves", curve_rows)):
+        run.write_part(f"{ARTIFACT}/{name}", "part-00000", pa.Table.from_pylist(rows))
+    record = {"split": section.split, "questions": len(examples), "beta": beta, "generator": section.generator,
+              "verifier": section.verifier if has_verifier else None, "accuracy": accuracy, "curves": curve_rows,
+              "comparisons": comparisons, "config": to_dict(section)}
+    run.write_json(record, ARTIFACT, "eval.json")
+    run.finish(ARTIFACT, stage=STAGE, config=provenance, config_hash=digest,
+               counts=StageCounts(in_=len(ids), out=len(examples)), seed=section.seed, timings=timings,
+               extra={"pool": len(pool), "greedy_answers": len(greedy_rows)})
+    say("%s", format_results(accuracy, curve_rows, comparisons))
+
+
+def format_results(accuracy: list[dict], curve_rows: list[dict], comparisons: dict[str, Any]) -> str:
+    """The terminal's account: overall greedy accuracy per model and mode, the curves, DPO vs SFT."""
+    from jobs._console import format_table
+
+    overall = [r for r in accuracy if r["source"] == "overall"]
+    lines = [format_table(["model", "mode", "questions", "accuracy"],
+                          [[r["model"], r["mode"], r["questions"], round(r["accuracy"], 3)] for r in overall])]
+    ns = sorted({r["n"] for r in curve_rows})
+    table = defaultdict(dict)
+    for r in curve_rows:
+        table[r["strategy"]][r["n"]] = f"{r['accuracy']:.3f}"
+    lines.append(format_table(["strategy", *[f"N={n}" for n in ns]],
+                              [[s, *[table[s].get(n) for n in ns]] for s in table]))
+    for key, value in comparisons.items():
+        if key.startswith("dpo_vs_sft"):
+            lines.append(f"{key}: {value['estimate']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}] "
+                         f"on {value['questions']} questions")
+    return "\n\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_job(STAGE, main, __doc__, sections=("evaluate", "engine", "ray"))
