@@ -280,7 +280,9 @@ class ProgressLine:
                 self.console._to_file(logging.WARNING, f"progress {self.label}: poll failed", sys.exc_info())
             return
         now = time.monotonic()
-        self.first = self.first or (now, float(done))
+        if self.first is None or self.first[1] == done:
+            # The rate counts from the last reading before progress began: start-up is not rate.
+            self.first = (now, float(done))
         self.last = (now, float(done), None if total is None else float(total))
 
     def rate(self) -> float:
@@ -313,6 +315,7 @@ class ProgressLine:
             self._printed = (now, done)
             self.console._to_file(logging.INFO, text.strip())
         if self.console.tty:  # a wrapped line cannot be rewritten with "\r": cut it to the width
-            self.console.write(f"\r{text[:max(self.console.width - 1, 20)]}\x1b[K", partial=True)
+            width = self.console.width if self.console.width >= 40 else 160  # 0: a terminal of unknown size
+            self.console.write(f"\r{text[:width - 1]}\x1b[K", partial=True)
         elif due:
             self.console.write(text + "\n")
