@@ -60,6 +60,21 @@ def remove_checkpoints(run: RunDir, stage: str) -> None:
         logger.info("deleted the checkpoints of %s (%s)", stage, target)
 
 
+def warn_if_short(config: TrainConfig, stage: str) -> None:
+    """Warn when the cluster has fewer CPUs or GPUs than the workers ask for: Ray Train then waits,
+    silently, for an autoscaler to add them (the right thing on KubeRay, a hang on a laptop)."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": config.num_workers * config.cpus_per_worker, "GPU": config.num_workers if config.use_gpu else 0}
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if v > have.get(k, 0)}
+    if short:
+        logger.warning("%s asks for %s; the cluster has %s now: training waits until an autoscaler adds them "
+                       "(or set num_workers / cpus_per_worker of the stage's section to fit)", stage,
+                       ", ".join(f"{v[0]:g} {k}" for k, v in short.items()),
+                       ", ".join(f"{v[1]:g} {k}" for k, v in short.items()))
+
+
 def fit(train_fn: Callable[[dict], None], loop_config: dict[str, Any], config: TrainConfig, run: RunDir,
         stage: str):
     """Run ``train_fn(loop_config)`` on ``config.num_workers`` Ray Train workers; the ``ray.train.Result``.
@@ -71,6 +86,7 @@ def fit(train_fn: Callable[[dict], None], loop_config: dict[str, Any], config: T
     from ray.train.torch import TorchConfig, TorchTrainer
 
     storage_path, name = checkpoint_storage(run, stage)
+    warn_if_short(config, stage)
     trainer = TorchTrainer(
         train_fn,
         train_loop_config=loop_config,

@@ -13,7 +13,7 @@ from reasoner.rundir import RunDir, StageCounts
 from tests.jobs.conftest import install_model, run_config
 
 # A few steps on the tiny model, 2 workers: small batches, a checkpoint every 2 steps.
-TRAIN_OVERRIDES = ("num_workers=2", "per_device_batch_size=2", "global_batch_size=4", "max_steps=4",
+TRAIN_OVERRIDES = ("num_workers=2", "cpus_per_worker=1", "per_device_batch_size=2", "global_batch_size=4", "max_steps=4",
                    "save_steps=2", "learning_rate=0.001", "warmup_ratio=0.0", "logging_steps=1",
                    "max_failures=0")
 # The greedy evaluation after training is off, but where a test turns it on.
