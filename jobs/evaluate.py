@@ -221,7 +221,7 @@ def format_results(accuracy: list[dict], curve_rows: list[dict], comparisons: di
 
     overall = [r for r in accuracy if r["source"] == "overall"]
     lines = [format_table(["model", "mode", "questions", "accuracy"],
-                          [[r["model"], r["mode"], r["questions"], round(r["accuracy"], 3)] for r in overall])]
+                          [[r["model"], r["mode"], r["questions"], f"{r['accuracy']:.3f}"] for r in overall])]
     ns = sorted({r["n"] for r in curve_rows})
     table = defaultdict(dict)
     for r in curve_rows:
