@@ -152,7 +152,7 @@ def main(config: RunConfig) -> None:
     section, timings = config.evaluate, Timings()
     run = RunDir(config.run_dir)
     present = [m for m in section.models if run.manifest(m) is not None]
-    generator = run.require(section.generator)
+    run.require(section.generator)  # the pool's generator must exist before anything starts
     verifier = run.manifest(section.verifier)
     provenance = {"evaluate": identity(section), "examples_config_hash": run.require("examples")["config_hash"],
                   "models": {m: run.manifest(m)["config_hash"] for m in sorted({*present, section.generator})},

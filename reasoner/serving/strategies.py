@@ -20,6 +20,7 @@ verifier scoring each prefix.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,9 +122,8 @@ async def _beam(prompt: str, s: ReasonSettings, generate: Generate, verify: Veri
         for text, done, verdict in zip(responses, complete, verdicts):
             if done:
                 finals[text] = verdict
-        # A prefix the verifier cannot score (no tokens) ranks last.
-        return [v.reward if v.reward == v.reward and v.reward != float("inf") and v.tokens else -1e30
-                for v in verdicts]
+        # A prefix the verifier cannot score (no tokens: a likelihood of -inf) ranks last.
+        return [v.reward if v.tokens and math.isfinite(v.reward) else -1e30 for v in verdicts]
 
     result = await beam_search(gen, score, BeamConfig(beam_width=s.beam_width, expansions=s.expansions,
                                                       max_steps=s.max_steps, step_format="lines"))
