@@ -65,16 +65,16 @@ def model_task(run: RunDir, artifact: str, examples: list[dict], config: Evaluat
             if out["pool"] is not None:
                 images = {ex["id"]: ex["image"] for ex in examples}
                 requests = [ScoreRequest(images[c["id"]], c["prompt"], c["text"]) for c in out["pool"]]
-                out["logprobs"] = [s.logprobs for s in VLLMScorer(llm).score(requests)]
+                out["logprobs"] = [(s.tokens, s.logprobs) for s in VLLMScorer(llm).score(requests)]
         finally:
             shutdown_vllm_engine(llm)
     return out
 
 
-def _logprobs(scored: list[list[float]]):
+def _logprobs(scored: list[tuple[list[str], list[float]]]):
     from reasoner.models import TokenLogProbs
 
-    return [TokenLogProbs([""] * len(lp), [0] * len(lp), lp) for lp in scored]
+    return [TokenLogProbs(list(tokens), [0] * len(lp), lp) for tokens, lp in scored]
 
 
 def _accuracy_rows(greedy: list[dict]) -> list[dict]:

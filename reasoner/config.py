@@ -45,7 +45,7 @@ STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "buil
 """Every stage of the recipe, in order (DESIGN.md)."""
 
 IMPLEMENTED_STAGES = ("make_examples", "init_model", "distill", "train_sft", "sample", "build_pairs", "train_dpo",
-                      "evaluate")
+                      "evaluate", "report")
 """The stages that exist so far."""
 
 DEFAULT_STAGES = IMPLEMENTED_STAGES

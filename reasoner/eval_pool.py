@@ -8,7 +8,8 @@ reference's half of the reward and, averaged, the control's score); one engine o
 (the DPO model) scores it again. A pool row is a ``candidates`` row plus ``reward`` (the summed
 token rewards, ``reasoner.verify``), ``control`` (mean token log-likelihood under the generator),
 ``policy_logp`` and ``reference_logp`` (summed), so any curve can be recomputed from saved pools
-(STYLE.md: strategies over saved scores).
+(STYLE.md: strategies over saved scores), and ``tokens`` with their raw ``token_rewards`` (the
+credit assignment of the paper's Figure 8).
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ def pool_rows(candidates: Sequence[dict[str, Any]], reference: Sequence[Any], po
     rows = []
     for i, row in enumerate(candidates):
         ref = reference[i]
-        reward = None
+        reward, rewards = None, None
         if policy is not None:
-            reward = sequence_reward(token_rewards(policy[i].logprobs, ref.logprobs, beta))
+            rewards = token_rewards(policy[i].logprobs, ref.logprobs, beta)
+            reward = sequence_reward(rewards)
         rows.append({**row, "reference_logp": ref.total, "control": likelihood_score(ref.logprobs),
-                     "policy_logp": None if policy is None else policy[i].total, "reward": reward})
+                     "policy_logp": None if policy is None else policy[i].total, "reward": reward,
+                     "tokens": list(ref.tokens), "token_rewards": rewards})
     return rows

@@ -52,6 +52,9 @@ def test_curves_are_recomputed_from_the_saved_pool(evaluated) -> None:
     assert any(abs(r["reward"]) > 1e-4 for r in pool)
     for r in pool:
         assert r["reward"] == pytest.approx(0.1 * (r["policy_logp"] - r["reference_logp"]), abs=1e-4)
+        # Each token's reward is saved (the credit assignment of Figure 8), and they add up.
+        assert len(r["tokens"]) == len(r["token_rewards"]) >= 1  # the response's tokens and EOS
+        assert sum(r["token_rewards"]) == pytest.approx(r["reward"], abs=1e-6)
     ids = sorted({r["id"] for r in pool})
     pools = []
     for i in ids:

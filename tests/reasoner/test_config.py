@@ -54,7 +54,7 @@ def test_overrides_reach_nested_sections() -> None:
         ("examples.source=chartqa", r"examples\.source='chartqa' is invalid: expected one of 'synthetic'"),
         ("stages=[init_model, make_examples]", r"stages=.* recipe order"),
         ("stages=[train]", r"'train' is not a stage"),
-        ("stages=[report]", r"'report' is not implemented yet"),
+        ("stages=[report, evaluate]", r"stages=.* recipe order"),
         ("distill.teacher=gpt", r"distill\.teacher='gpt' is invalid"),
         ("sample.top_p=0", r"sample\.top_p=0\.0 is invalid"),
         ("examples.source=datasets", r"examples\.datasets=\[\] is invalid: list at least one dataset"),
