@@ -39,9 +39,10 @@ STAGE, ARTIFACT, REFERENCE = "train_dpo", "models/dpo", "dpo_ref"
 @ray.remote
 def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOConfig, engine: dict) -> int:
     """The reference pass (``reasoner.training.reference``) on one Ray worker."""
-    from reasoner.training.reference import make_scorer, reference_pass
+    from reasoner.models.scorer import make_scorer
+    from reasoner.training.reference import reference_pass
 
-    scorer = make_scorer(model_dir, config.reference_backend, config.reference_batch_size, engine=engine)
+    scorer = make_scorer(model_dir, config.reference_backend, batch_size=config.reference_batch_size, engine=engine)
     return reference_pass(run, pairs, scorer)
 
 

@@ -94,13 +94,13 @@ class Verifier:
 
     def __init__(self, policy: ModelSource, reference: ModelSource | None, beta: float | None, backend: str,
                  engine: dict[str, Any], cache_dir: str) -> None:
+        from reasoner.models.scorer import make_scorer
         from reasoner.serving.verifier import Verifier as Scoring
-        from reasoner.serving.verifier import make_scorer
 
         self._stack = contextlib.ExitStack()
-        policy_scorer = make_scorer(policy.open(self._stack, cache_dir), backend, engine)
+        policy_scorer = make_scorer(policy.open(self._stack, cache_dir), backend, engine=engine)
         reference_scorer = None if reference is None else make_scorer(reference.open(self._stack, cache_dir),
-                                                                      backend, engine)
+                                                                      backend, engine=engine)
         self.verifier = Scoring(policy_scorer, reference_scorer, beta)
 
     async def score(self, image, prompt: str, texts: list[str], complete: list[bool], beta: float | None):

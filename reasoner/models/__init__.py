@@ -5,7 +5,7 @@
   ``build_base_model``;
 - ``checkpoint``: saving in the layout transformers and vLLM both load, ``load_model``,
   ``load_processor``, ``check_model_dir``;
-- ``scorer``: the ``LogProbScorer`` contract and its transformers backend; ``vllm_backend``: the
+- ``scorer``: the ``LogProbScorer`` contract, its transformers backend and ``make_scorer`` (either backend); ``vllm_backend``: the
   vLLM engine factory and backend.
 
 torch, transformers and vLLM are imported inside functions: importing this package is cheap.
@@ -14,7 +14,7 @@ torch, transformers and vLLM are imported inside functions: importing this packa
 from reasoner.models.build import build_base_model, build_processor, count_parameters, model_config
 from reasoner.models.checkpoint import check_model_dir, load_model, load_processor, save_model, to_vllm_layout
 from reasoner.models.presets import PRESETS, ModelPreset, get_preset
-from reasoner.models.scorer import LogProbScorer, ScoreRequest, TokenLogProbs, TransformersScorer
+from reasoner.models.scorer import LogProbScorer, ScoreRequest, TokenLogProbs, TransformersScorer, make_scorer
 from reasoner.models.tokenizer import CHAT_TEMPLATE, build_tokenizer, train_tokenizer
 from reasoner.models.vllm_backend import VLLMScorer, make_vllm_engine, shutdown_vllm_engine
 
@@ -35,6 +35,7 @@ __all__ = [
     "get_preset",
     "load_model",
     "load_processor",
+    "make_scorer",
     "make_vllm_engine",
     "model_config",
     "save_model",

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -101,6 +101,24 @@ def _collapse_runs(ids: Sequence[int], token_id: int) -> list[int]:
         if not (i == token_id and out and out[-1] == token_id):
             out.append(i)
     return out
+
+
+def make_scorer(model_dir: str | Path, backend: str, *, batch_size: int = 16,
+                engine: dict[str, Any] | None = None) -> LogProbScorer:
+    """A scorer over ``model_dir``: ``"vllm"`` (an engine with the ``engine`` arguments, the run's
+    engine section) or ``"transformers"`` (fp32 on CPU, bf16 on a GPU; ``batch_size`` requests a
+    forward pass). The DPO reference pass and the served verifier both build theirs here."""
+    if backend == "vllm":
+        from reasoner.models.vllm_backend import VLLMScorer
+
+        return VLLMScorer.from_pretrained(model_dir, **(engine or {}))
+    if backend != "transformers":
+        raise ValueError(f"scorer backend {backend!r} is not one of vllm, transformers")
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return TransformersScorer.from_pretrained(model_dir, dtype="bfloat16" if on_gpu else "float32",
+                                              device="cuda" if on_gpu else "cpu", batch_size=batch_size)
 
 
 class TransformersScorer:

@@ -37,23 +37,6 @@ class Verdict:
         return [[t, r] for t, r in zip(self.tokens, self.token_rewards)]
 
 
-def make_scorer(model_dir: str, backend: str, engine: dict[str, Any] | None = None) -> LogProbScorer:
-    """A scorer over ``model_dir``: vLLM with ``engine`` arguments, or transformers (fp32 on CPU)."""
-    if backend == "vllm":
-        from reasoner.models.vllm_backend import VLLMScorer
-
-        return VLLMScorer.from_pretrained(model_dir, **(engine or {}))
-    if backend == "transformers":
-        import torch
-
-        from reasoner.models.scorer import TransformersScorer
-
-        on_gpu = torch.cuda.is_available()
-        return TransformersScorer.from_pretrained(model_dir, dtype="bfloat16" if on_gpu else "float32",
-                                                  device="cuda" if on_gpu else "cpu", batch_size=16)
-    raise ValueError(f"verifier backend {backend!r} is not one of vllm, transformers")
-
-
 class Verifier:
     """Scores responses to one (image, prompt) under ``policy`` against ``reference`` (or alone).
 

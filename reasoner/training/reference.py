@@ -56,22 +56,6 @@ def score_pairs(scorer: LogProbScorer, pairs: Sequence[dict[str, Any]]) -> list[
     return rows
 
 
-def make_scorer(model_dir: str, backend: str, batch_size: int, engine: dict[str, Any] | None = None) -> LogProbScorer:
-    """The reference scorer over ``model_dir``: vLLM with the ``engine`` arguments (the run's engine
-    section), or transformers in fp32 on CPU (bf16 on a GPU)."""
-    import torch
-
-    if backend == "vllm":
-        from reasoner.models.vllm_backend import VLLMScorer
-
-        return VLLMScorer.from_pretrained(model_dir, **(engine or {}))
-    from reasoner.models.scorer import TransformersScorer
-
-    on_gpu = torch.cuda.is_available()
-    return TransformersScorer.from_pretrained(model_dir, dtype="bfloat16" if on_gpu else "float32",
-                                              device="cuda" if on_gpu else "cpu", batch_size=batch_size)
-
-
 def reference_pass(run: RunDir, pairs: Sequence[dict[str, Any]], scorer: LogProbScorer,
                    part_size: int = PART_SIZE) -> int:
     """Score the pairs that ``<run>/dpo_ref`` lacks, a part at a time; returns the pairs scored."""
