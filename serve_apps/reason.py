@@ -188,16 +188,22 @@ class ReasonAPI:
             max_steps=options.max_steps or c.max_steps, beta=options.beta,
             return_token_rewards=options.return_token_rewards)
 
+    @staticmethod
+    def _query(messages, strategy: str):
+        """The request's image and question, and the model prompt for ``strategy`` (a 400 naming
+        ``messages`` when no question is left once an instruction is removed)."""
+        query = parse_messages(messages)
+        try:
+            return query, prompt_for(query.question, strategy)
+        except ValueError as e:
+            raise APIError(str(e), param="messages") from e
+
     async def _reason(self, request: Request, messages, options: ReasoningOptions, temperature, top_p, max_tokens,
                       seed) -> dict:
         from reasoner.serving.strategies import reason
 
         request.state.strategy = options.strategy
-        query = parse_messages(messages)
-        try:
-            prompt = prompt_for(query.question, options.strategy)
-        except ValueError as e:
-            raise APIError(str(e), param="messages") from e
+        query, prompt = self._query(messages, options.strategy)
         settings = self._settings(options, temperature, top_p, max_tokens, seed)
 
         async def generate(prompt_text, sampling, prefixes):
@@ -234,20 +240,15 @@ class ReasonAPI:
         """The verifier alone: each candidate's reward (and token rewards), in the order given. The
         candidates are scored as rationales after the CoT prompt of the question."""
         from reasoner.answers import extract_answer
-        from reasoner.serving.verifier import json_float
+        from reasoner.serving.strategies import candidate_json
 
         self._check_model(body.model)
         request.state.strategy = "verify"
-        query = parse_messages(body.messages)
-        try:
-            prompt = prompt_for(query.question, "cot")
-        except ValueError as e:
-            raise APIError(str(e), param="messages") from e
+        query, prompt = self._query(body.messages, "cot")
         kind, verdicts = await self.verifier.score.remote(query.image, prompt, list(body.candidates),
                                                           [True] * len(body.candidates), body.beta)
         return {"verifier": kind, "candidates": [
-            {"text": text, "answer": extract_answer(text), "reward": json_float(v.reward),
-             "token_rewards": v.token_pairs() if body.return_token_rewards else None}
+            candidate_json(text, extract_answer(text), v, body.return_token_rewards)
             for text, v in zip(body.candidates, verdicts)]}
 
     @app.post("/v1/chat/completions")

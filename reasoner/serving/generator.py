@@ -99,13 +99,14 @@ class Generation:
         self.processor = load_processor(model_dir)
         self.engine = (engine_factory or make_async_vllm_engine)(model_dir, **(engine or {}))
 
-    def _input(self, image: Image.Image, prompt: str, prefix: str = "") -> dict[str, Any]:
+    def _inputs(self, image: Image.Image, prompt: str, prefixes: Sequence[str] = ("",)) -> list[dict[str, Any]]:
+        """Engine inputs of the prompt continued by each prefix (the prompt templated once)."""
         from reasoner.models.inputs import prompt_token_ids, tokenizer_of
 
         ids = prompt_token_ids(self.processor, prompt)
-        if prefix:
-            ids += tokenizer_of(self.processor)(prefix, add_special_tokens=False)["input_ids"]
-        return {"prompt_token_ids": ids, "multi_modal_data": {"image": image}}
+        tokenizer = tokenizer_of(self.processor)
+        return [{"prompt_token_ids": ids + (tokenizer(p, add_special_tokens=False)["input_ids"] if p else []),
+                 "multi_modal_data": {"image": image}} for p in prefixes]
 
     async def _final(self, engine_input: dict, params) -> Any:
         final = None
@@ -119,7 +120,7 @@ class Generation:
         "outputs": [[{"text", "finished", "finish_reason", "num_tokens", "logprobs"}, ...] per prefix]}``.
         ``text`` holds a stop string it stopped at."""
         params = options.to_vllm()
-        inputs = [self._input(image, prompt, prefix) for prefix in prefixes]
+        inputs = self._inputs(image, prompt, prefixes)
         finals = await asyncio.gather(*(self._final(i, params) for i in inputs))
         top = options.logprobs or 0
         outputs = [[{"text": c.text, "finished": _finished(c), "finish_reason": c.finish_reason,
@@ -132,7 +133,7 @@ class Generation:
         """Deltas as they come: ``{"index", "text", "finish_reason", "num_tokens", "logprobs"}`` per
         completion and step; a last item ``{"usage": {...}}``."""
         params = options.to_vllm(delta=True)
-        engine_input = self._input(image, prompt)
+        (engine_input,) = self._inputs(image, prompt)
         completion_tokens = 0
         top = options.logprobs or 0
         async for output in self.engine.generate(engine_input, params, request_id=f"stream-{next(_request_ids)}"):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reasoner.answers import extract_answer
+from reasoner.evaluation import prediction_of
 from reasoner.search import BeamConfig, Continuation, beam_search
 from reasoner.serving.generator import SamplingOptions
 from reasoner.serving.verifier import Verdict, json_float
@@ -56,13 +57,8 @@ async def _await(value):
     return await value if inspect.isawaitable(value) else value
 
 
-def direct_answer(text: str) -> str | None:
-    """A direct reply's answer: after the marker if the model wrote one, else the whole reply."""
-    answer = extract_answer(text)
-    return answer if answer is not None else (text.strip() or None)
-
-
-def _candidate(text: str, answer: str | None, verdict: Verdict | None, token_rewards: bool) -> dict[str, Any]:
+def candidate_json(text: str, answer: str | None, verdict: Verdict | None, token_rewards: bool) -> dict[str, Any]:
+    """A candidate as the API gives it (``/v1/reason``'s ``candidates``, ``/v1/verify``'s)."""
     return {"text": text, "answer": answer, "reward": None if verdict is None else json_float(verdict.reward),
             "token_rewards": verdict.token_pairs() if verdict is not None and token_rewards else None}
 
@@ -84,14 +80,14 @@ async def reason(prompt: str, settings: ReasonSettings, generate: Generate, veri
     generated = await _await(generate(prompt, options, [""]))
     texts = [o["text"] for o in generated["outputs"][0]]
     usage = _usage(generated["prompt_tokens"], sum(o["num_tokens"] for o in generated["outputs"][0]))
-    answers = [direct_answer(t) if s.strategy == "direct" else extract_answer(t) for t in texts]
+    answers = [prediction_of(t, "direct") if s.strategy == "direct" else extract_answer(t) for t in texts]
     kind, verdicts = None, None
     if s.strategy in ("best_of_n", "weighted_vote"):
         kind, verdicts = await _await(verify(prompt, texts, [True] * len(texts), s.beta))
     rewards = None if verdicts is None else [v.reward for v in verdicts]
     strategy = {"direct": "single", "cot": "single"}.get(s.strategy, s.strategy)
     chosen = select(strategy, answers, rewards)
-    candidates = [_candidate(t, a, None if verdicts is None else verdicts[i], s.return_token_rewards)
+    candidates = [candidate_json(t, a, None if verdicts is None else verdicts[i], s.return_token_rewards)
                   for i, (t, a) in enumerate(zip(texts, answers))]
     votes = None
     if chosen.votes is not None:
@@ -129,7 +125,7 @@ async def _beam(prompt: str, s: ReasonSettings, generate: Generate, verify: Veri
                                                       max_steps=s.max_steps, step_format="lines"))
     # The candidates: every complete response the search scored, the chosen one first.
     texts = [result.text] + [t for t in finals if t != result.text]
-    candidates = [_candidate(t, extract_answer(t), finals.get(t), s.return_token_rewards) for t in texts]
+    candidates = [candidate_json(t, extract_answer(t), finals.get(t), s.return_token_rewards) for t in texts]
     return {"strategy": "beam", "verifier": kinds[-1] if kinds else None, "answer": extract_answer(result.text),
             "rationale": result.text, "candidates": candidates, "votes": None, "beam": result.tree(),
             "usage": _usage(usage["prompt"], usage["completion"])}
