@@ -51,18 +51,24 @@ def evaluate_task(run: RunDir, artifact: str, examples: list[dict], config: Gree
             evaluator.close()
 
 
-def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: GreedyEvalConfig,
-                   ids: list[str]) -> dict:
-    """Evaluate the model ``artifact`` on the examples ``ids``, write ``eval.json`` beside it; the summary."""
-    from reasoner.data.examples import example_problem
+def usable_examples(run: RunDir, ids: list[str]) -> tuple[list[dict], list[dict]]:
+    """The examples ``ids`` a model can be asked about, and the others as ``{"id", "reason"}``."""
+    from reasoner.data.examples import as_python, example_problem
 
     examples, unusable = [], []
     for example in read_artifact_rows(run, "examples", ids).take_all():
         problem = example_problem(example)
         if problem is None:
-            examples.append(example)
+            examples.append(as_python(example))
         else:
             unusable.append({"id": example["id"], "reason": problem})
+    return examples, unusable
+
+
+def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: GreedyEvalConfig,
+                   ids: list[str]) -> dict:
+    """Evaluate the model ``artifact`` on the examples ``ids``, write ``eval.json`` beside it; the summary."""
+    examples, unusable = usable_examples(run, ids)
     task = evaluate_task.options(**ray_options(config.engine))
     rows, gain_rows = ray.get(task.remote(run, artifact, examples, eval_config, engine_kwargs(config.engine),
                                           os.path.expanduser(config.cache_dir)))

@@ -30,7 +30,8 @@ from reasoner.eval_pool import EvaluateConfig, pool_rows
 from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, begin_stage, read_artifact_rows, run_job, say, select_ids
+from jobs._common import Timings, begin_stage, run_job, say, select_ids
+from jobs._eval import usable_examples
 
 logger = logging.getLogger("jobs.evaluate")
 STAGE, ARTIFACT = "evaluate", "eval"
@@ -39,10 +40,11 @@ STAGE, ARTIFACT = "evaluate", "eval"
 @ray.remote
 def model_task(run: RunDir, artifact: str, examples: list[dict], config: EvaluateConfig, *, greedy: bool,
                sample: bool, pool: list[dict] | None, engine: dict, cache_dir: str) -> dict[str, Any]:
-    """One engine over ``artifact``: its greedy answers, the pool it samples, and the per-token
-    log-probs of the pool's candidates under it (the pool given, or the one it sampled)."""
+    """One engine over ``artifact``: its greedy answers, the pool it samples, and the scored tokens
+    (``TokenLogProbs``) of the pool's candidates under it (the pool given, or the one it sampled)."""
     from reasoner.evaluation import GreedyEvalConfig, GreedyEvaluator
     from reasoner.models import ScoreRequest, make_vllm_engine, shutdown_vllm_engine
+    from reasoner.models.inputs import load_image
     from reasoner.models.vllm_backend import VLLMScorer
     from reasoner.sampling import SampleConfig, Sampler
     from reasoner.training.export import engine_model_dir
@@ -63,27 +65,28 @@ def model_task(run: RunDir, artifact: str, examples: list[dict], config: Evaluat
                                         seed=config.seed, correct_threshold=config.correct_threshold)
                 out["pool"] = Sampler(model_dir, sampling, engine_factory=shared).sample(examples)
             if out["pool"] is not None:
-                images = {ex["id"]: ex["image"] for ex in examples}
+                images = {ex["id"]: load_image(ex["image"]) for ex in examples}  # once a question, not a candidate
                 requests = [ScoreRequest(images[c["id"]], c["prompt"], c["text"]) for c in out["pool"]]
-                out["logprobs"] = [(s.tokens, s.logprobs) for s in VLLMScorer(llm).score(requests)]
+                out["logprobs"] = VLLMScorer(llm).score(requests)
         finally:
             shutdown_vllm_engine(llm)
     return out
 
 
-def _logprobs(scored: list[tuple[list[str], list[float]]]):
-    from reasoner.models import TokenLogProbs
-
-    return [TokenLogProbs(list(tokens), [0] * len(lp), lp) for tokens, lp in scored]
-
-
 def _accuracy_rows(greedy: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[bool]] = defaultdict(list)
+    """Accuracy per model, mode and source (and "overall"), by ``reasoner.evaluation.summarise``."""
+    from reasoner.evaluation import summarise as accuracy_summary
+
+    by_model: dict[str, list[dict]] = defaultdict(list)
     for r in greedy:
-        groups[r["model"], r["mode"], r["source"]].append(bool(r["correct"]))
-        groups[r["model"], r["mode"], "overall"].append(bool(r["correct"]))
-    return [{"model": m, "mode": mode, "source": s, "questions": len(v), "accuracy": sum(v) / len(v)}
-            for (m, mode, s), v in sorted(groups.items())]
+        by_model[r["model"]].append(r)
+    rows = []
+    for model, answers in by_model.items():
+        summary = accuracy_summary(answers)
+        groups = [("overall", summary["overall"]), *summary["by_source"].items()]
+        rows += [{"model": model, "mode": mode, "source": source, "questions": a["questions"],
+                  "accuracy": a["accuracy"]} for source, by_mode in groups for mode, a in by_mode.items()]
+    return sorted(rows, key=lambda r: (r["model"], r["mode"], r["source"]))
 
 
 def _interval(i) -> dict[str, float | int]:
@@ -100,12 +103,16 @@ def summarise(greedy: list[dict], pool: list[dict], config: EvaluateConfig, has_
     by_model: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for r in greedy:
         by_model[r["model"], r["mode"]][r["id"]] = float(r["correct"])
+    needed: dict[str, int | None] = {}
     for mode in c.modes:
         sft, dpo = by_model.get(("models/sft", mode)), by_model.get(("models/dpo", mode))
         if sft and dpo:
             ids = sorted(set(sft) & set(dpo))
-            comparisons[f"dpo_vs_sft_{mode}"] = _interval(paired_difference([dpo[i] for i in ids], [sft[i] for i in ids],
+            dpo_correct, sft_correct = [dpo[i] for i in ids], [sft[i] for i in ids]
+            comparisons[f"dpo_vs_sft_{mode}"] = _interval(paired_difference(dpo_correct, sft_correct,
                                                                             reps=c.bootstrap, seed=c.seed))
+            diffs = [a - b for a, b in zip(dpo_correct, sft_correct)]
+            needed[f"dpo_vs_sft_{mode}"] = questions_needed(diffs, 0.02) if len(diffs) > 1 else None
     by_question: dict[str, list[dict]] = defaultdict(list)
     for row in pool:
         by_question[row["id"]].append(row)
@@ -133,17 +140,10 @@ def summarise(greedy: list[dict], pool: list[dict], config: EvaluateConfig, has_
             for n in c.ns:
                 comparisons[f"{a}_vs_{b}@{n}"] = _interval(paired_difference(
                     per_question[a][n], per_question[b][n], reps=c.bootstrap, seed=c.seed))
-    needed = {}
     if "best_of_n" in per_question:
-        n = c.ns[-1] if len(c.ns) == 1 else c.ns[len(c.ns) // 2]
+        n = c.ns[len(c.ns) // 2]  # the middle of the curve
         diffs = [x - y for x, y in zip(per_question["best_of_n"][n], per_question["majority"][n])]
         needed[f"best_of_n_vs_majority@{n}"] = questions_needed(diffs, 0.02) if len(diffs) > 1 else None
-    for mode in c.modes:
-        sft, dpo = by_model.get(("models/sft", mode)), by_model.get(("models/dpo", mode))
-        if sft and dpo:
-            common = sorted(set(sft) & set(dpo))
-            diffs = [dpo[i] - sft[i] for i in common]
-            needed[f"dpo_vs_sft_{mode}"] = questions_needed(diffs, 0.02) if len(diffs) > 1 else None
     comparisons["questions_for_2_points"] = needed
     return _accuracy_rows(greedy), curve_rows, comparisons
 
@@ -151,11 +151,12 @@ def summarise(greedy: list[dict], pool: list[dict], config: EvaluateConfig, has_
 def main(config: RunConfig) -> None:
     section, timings = config.evaluate, Timings()
     run = RunDir(config.run_dir)
-    present = [m for m in section.models if run.manifest(m) is not None]
     run.require(section.generator)  # the pool's generator must exist before anything starts
-    verifier = run.manifest(section.verifier)
+    manifests = {m: run.manifest(m) for m in {*section.models, section.generator, section.verifier}}
+    present = [m for m in section.models if manifests[m] is not None]
+    verifier = manifests[section.verifier]
     provenance = {"evaluate": identity(section), "examples_config_hash": run.require("examples")["config_hash"],
-                  "models": {m: run.manifest(m)["config_hash"] for m in sorted({*present, section.generator})},
+                  "models": {m: manifests[m]["config_hash"] for m in sorted({*present, section.generator})},
                   "verifier_config_hash": None if verifier is None else verifier["config_hash"]}
     digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
     if digest is None:
@@ -173,22 +174,16 @@ def main(config: RunConfig) -> None:
         if section.questions is not None and len(ids) < section.questions:
             say("evaluate: the %s split has %d questions, fewer than evaluate.questions=%d", section.split,
                 len(ids), section.questions)
-        from reasoner.data.examples import as_python, example_problem
-
-        examples, unusable = [], 0
-        for example in read_artifact_rows(run, "examples", ids).take_all():
-            if example_problem(example) is None:
-                examples.append(as_python(example))
-            else:
-                unusable += 1
+        examples, unusable = usable_examples(run, ids)
         if unusable:
-            say("evaluate: %d of %d questions are unusable (see examples' checks) and left out", unusable, len(ids))
+            say("evaluate: %d of %d questions are unusable (see examples' checks) and left out", len(unusable),
+                len(ids))
     engine, cache_dir = engine_kwargs(config.engine), os.path.expanduser(config.cache_dir)
     options = ray_options(config.engine)
     greedy_rows, pool = [], None
     order = [section.generator] + [m for m in dict.fromkeys([*present, section.verifier])
-                                   if m != section.generator and run.manifest(m) is not None]
-    scored: dict[str, list[list[float]]] = {}
+                                   if m != section.generator and manifests[m] is not None]
+    scored: dict[str, list] = {}
     for artifact in order:
         with timings.step(f"engine {artifact}"):
             out = ray.get(model_task.options(**options).remote(
@@ -198,8 +193,7 @@ def main(config: RunConfig) -> None:
         pool = out["pool"]
         scored[artifact] = out["logprobs"]
     has_verifier = verifier is not None
-    pool = pool_rows(pool, _logprobs(scored[section.generator]),
-                     _logprobs(scored[section.verifier]) if has_verifier else None, beta)
+    pool = pool_rows(pool, scored[section.generator], scored[section.verifier] if has_verifier else None, beta)
     with timings.step("curves"):
         accuracy, curve_rows, comparisons = summarise(greedy_rows, pool, section, has_verifier,
                                                       {ex["id"]: ex for ex in examples})
