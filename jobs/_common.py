@@ -53,8 +53,8 @@ def parts_poll(run: RunDir, artifact: str, per_part: int, total: int) -> Callabl
 
 
 def training_poll(run: RunDir, stage: str) -> Callable[[], tuple[float, float | None]]:
-    """Progress of a training stage: the step its rank 0 last wrote (``reasoner.training.progress``)."""
-    from reasoner.training.progress import PROGRESS_DIR, progress_file
+    """Progress of a training stage: the step its rank 0 last wrote (``reasoner.training.metrics``)."""
+    from reasoner.training.metrics import PROGRESS_DIR, progress_file
 
     name = progress_file(stage)
     with contextlib.suppress(OSError):  # a finished run's file would show its last step

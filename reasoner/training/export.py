@@ -54,7 +54,7 @@ def export_trained(trainer: Trainer, processor: Any, run: RunDir, artifact: str,
     under ZeRO-3 saving gathers the weights; rank 0 writes). ``finished_checkpoint``: an HF
     checkpoint of the finished training to export instead (a rerun after training ended).
     ``extra_files``: JSON files to add (name -> data)."""
-    from reasoner.training.progress import write_metrics
+    from reasoner.training.metrics import write_metrics
 
     local = run.path(artifact) if run.is_local else tempfile.mkdtemp(prefix="reasoner-export-")
     if finished_checkpoint is None:

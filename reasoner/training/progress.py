@@ -11,29 +11,17 @@ rejected accuracy).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 from transformers import TrainerCallback
 
 from reasoner.rundir import RunDir
+from reasoner.training.metrics import PROGRESS_DIR, progress_file
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 SHOWN = ("loss", "rewards/margins", "rewards/accuracies", "grad_norm", "learning_rate", "steps_per_second")
-
-
-PROGRESS_DIR = "logs"
-
-
-def progress_file(stage: str) -> str:
-    """The name of a training stage's progress file under ``<run>/logs``: ``{"step", "max_steps"}``."""
-    return f"progress-{stage}.json"
 
 
 class StepMetrics(TrainerCallback):
@@ -72,34 +60,3 @@ class StepMetrics(TrainerCallback):
                                         "loss": record.get("loss")}, PROGRESS_DIR, name)
                     except OSError:  # progress is for show: never stop training for it
                         logger.debug("could not write %s", name, exc_info=True)
-
-
-def step_records(log_history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The per-step training records of a log history (the run summary record left out)."""
-    return [dict(r) for r in log_history if "loss" in r and "step" in r]
-
-
-def write_metrics(log_history: Iterable[Mapping[str, Any]], directory: str | Path) -> Path:
-    """Write the per-step records as JSON lines to ``<directory>/metrics.jsonl``."""
-    path = Path(directory) / METRICS_FILE
-    with path.open("w", encoding="utf-8") as fh:
-        for record in step_records(log_history):
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-    return path
-
-
-def _records(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics file."""
-    return _records(Path(path).read_text(encoding="utf-8"))
-
-
-def last_metrics(run: RunDir, artifact: str) -> dict[str, Any]:
-    """The last record of ``<run>/<artifact>/metrics.jsonl`` ({} if it has none), read through the
-    run's filesystem: a bucket's model is not downloaded for it."""
-    with run.fs.open_input_stream(run.path(artifact, METRICS_FILE)) as fh:
-        records = _records(fh.read().decode("utf-8"))
-    return records[-1] if records else {}

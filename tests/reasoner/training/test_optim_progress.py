@@ -6,7 +6,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from reasoner.training.optim import is_vision_tower, split_param_groups
-from reasoner.training.progress import StepMetrics, read_metrics, step_records, write_metrics
+from reasoner.training.metrics import read_metrics, step_records, write_metrics
+from reasoner.training.progress import StepMetrics
 
 
 def test_vision_tower_parameters_get_their_own_rate() -> None:
