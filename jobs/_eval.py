@@ -79,8 +79,8 @@ def evaluate_model(run: RunDir, config: RunConfig, artifact: str, eval_config: G
               "config": to_dict(eval_config), "summary": summary, "rows": rows, "image_gain_rows": gain_rows}
     run.write_json(record, artifact, EVAL_FILE)
     say("greedy accuracy of %s on %d %s questions%s:\n%s", run.path(artifact), len(examples),
-                eval_config.split, f" ({len(unusable)} unusable, listed in {EVAL_FILE})" if unusable else "",
-                format_summary(summary) if rows else "(no usable question)")
+        eval_config.split, f" ({len(unusable)} unusable, listed in {EVAL_FILE})" if unusable else "",
+        format_summary(summary) if rows else "(no usable question)")
     if eval_config.image_gain:
         say("%s", format_gain(summary["image_gain"]))
     return summary

@@ -92,7 +92,7 @@ def main(config: RunConfig) -> None:
                counts=StageCounts(in_=stats.questions, out=stats.kept), seed=section.seed, timings=timings,
                extra={"pairs": stats.pairs, "dropped": stats.dropped, "histogram": stats.histogram})
     say("pairs: %d from %d of %d questions (dropped: %s) -> %s", stats.pairs, stats.kept,
-                stats.questions, stats.dropped, run.path(ARTIFACT))
+        stats.questions, stats.dropped, run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

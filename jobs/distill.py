@@ -67,7 +67,7 @@ def main(config: RunConfig) -> None:
                counts=StageCounts(in_=len(ids), out=rows["cot"], rejected=rejected), seed=None,
                timings=timings, extra={"rows": rows})
     say("sft_data: %d CoT, %d direct and %d caption rows, %d examples rejected -> %s",
-                rows["cot"], rows["direct"], rows["caption"], rejected, run.path(ARTIFACT))
+        rows["cot"], rows["direct"], rows["caption"], rejected, run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def main(config: RunConfig) -> None:
                counts=StageCounts(in_=len(ids), out=questions, rejected=rejected), seed=section.seed,
                timings=timings, extra={"candidates": table.num_rows, "mean_accuracy": accuracy})
     say("candidates: %d for %d questions, mean accuracy %s -> %s", table.num_rows, questions,
-                None if accuracy is None else f"{accuracy:.3f}", run.path(ARTIFACT))
+        None if accuracy is None else f"{accuracy:.3f}", run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def main(config: RunConfig) -> None:
     if not section.keep_checkpoints:
         remove_checkpoints(run, train_run_name(STAGE, digest))
     say("DPO: %s steps, final loss %s, reward margin %s -> %s", final.get("step"), final.get("loss"),
-                final.get("rewards/margins"), run.path(ARTIFACT))
+        final.get("rewards/margins"), run.path(ARTIFACT))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def select_checkpoint(run: RunDir, result, config: RunConfig) -> dict:
     selection = {"chosen_step": chosen["step"], "scores": scores, "questions": len(examples)}
     ray.get(export_task.remote(run, checkpoints[scores.index(chosen)], selection))
     say("selected the checkpoint of step %d (uncertain share %.3f) of %s", chosen["step"],
-                chosen["uncertain_share"], [s["step"] for s in scores])
+        chosen["uncertain_share"], [s["step"] for s in scores])
     return selection
 
 
