@@ -108,9 +108,6 @@ class Verifier:
         verdicts = await asyncio.to_thread(self.verifier.score, image, prompt, texts, complete, beta)
         return self.verifier.kind, verdicts
 
-    def info(self) -> dict:
-        return {"kind": self.verifier.kind, "beta": self.verifier.beta}
-
 
 app = FastAPI(title="reasoner", version="0.1.0",
               description="Chain-of-thought answers from a vision-language model, reranked by a DPO verifier.")
