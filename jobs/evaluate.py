@@ -42,11 +42,10 @@ def model_task(run: RunDir, artifact: str, examples: list[dict], config: Evaluat
                sample: bool, pool: list[dict] | None, engine: dict, cache_dir: str) -> dict[str, Any]:
     """One engine over ``artifact``: its greedy answers, the pool it samples, and the scored tokens
     (``TokenLogProbs``) of the pool's candidates under it (the pool given, or the one it sampled)."""
+    from reasoner.eval_pool import pool_sample_config, score_candidates
     from reasoner.evaluation import GreedyEvalConfig, GreedyEvaluator
-    from reasoner.models import ScoreRequest, make_vllm_engine, shutdown_vllm_engine
-    from reasoner.models.inputs import load_image
-    from reasoner.models.vllm_backend import VLLMScorer
-    from reasoner.sampling import SampleConfig, Sampler
+    from reasoner.models import make_vllm_engine, shutdown_vllm_engine
+    from reasoner.sampling import Sampler
     from reasoner.training.export import engine_model_dir
 
     out: dict[str, Any] = {"greedy": [], "pool": pool, "logprobs": None}
@@ -60,14 +59,12 @@ def model_task(run: RunDir, artifact: str, examples: list[dict], config: Evaluat
                                                  correct_threshold=config.correct_threshold)
                 out["greedy"] = GreedyEvaluator(model_dir, greedy_config, engine_factory=shared).evaluate(examples)
             if sample:
-                sampling = SampleConfig(num_samples=config.pool_size, temperature=config.temperature,
-                                        mc_temperature=config.mc_temperature, max_tokens=config.max_tokens,
-                                        seed=config.seed, correct_threshold=config.correct_threshold)
+                sampling = pool_sample_config(n=config.pool_size, temperature=config.temperature,
+                                              mc_temperature=config.mc_temperature, max_tokens=config.max_tokens,
+                                              seed=config.seed, correct_threshold=config.correct_threshold)
                 out["pool"] = Sampler(model_dir, sampling, engine_factory=shared).sample(examples)
             if out["pool"] is not None:
-                images = {ex["id"]: load_image(ex["image"]) for ex in examples}  # once a question, not a candidate
-                requests = [ScoreRequest(images[c["id"]], c["prompt"], c["text"]) for c in out["pool"]]
-                out["logprobs"] = VLLMScorer(llm).score(requests)
+                out["logprobs"] = score_candidates(llm, examples, out["pool"])
         finally:
             shutdown_vllm_engine(llm)
     return out

@@ -33,6 +33,7 @@ from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
 from reasoner.eval_pool import EvaluateConfig
 from reasoner.pairs import PairConfig
+from reasoner.rerank import RerankConfig
 from reasoner.sampling import SampleConfig
 from reasoner.serving.config import ServeConfig
 from reasoner.training.config import DPOConfig, SFTConfig
@@ -140,6 +141,7 @@ class RunConfig:
     dpo: DPOConfig = section(DPOConfig, "stage train_dpo (C3)")
     evaluate: EvaluateConfig = section(EvaluateConfig, "stage evaluate: greedy accuracy and reranking curves")
     serve: ServeConfig = section(ServeConfig, "serving (D): serve_apps.reason")
+    rerank: RerankConfig = section(RerankConfig, "job rerank: batch reranking of any questions (not a pipeline stage)")
 
     def __post_init__(self) -> None:
         check(bool(self.run_dir), "run_dir", self.run_dir, "give a local path or a URI such as s3://bucket/runs/r1")

@@ -54,6 +54,27 @@ class EvaluateConfig:
         check(0 < self.correct_threshold <= 1, "correct_threshold", self.correct_threshold, "use a value in (0, 1]")
 
 
+def pool_sample_config(*, n: int, temperature: float, mc_temperature: float, max_tokens: int, seed: int,
+                       correct_threshold: float, top_p: float = 1.0):
+    """The ``SampleConfig`` a pool is sampled with: ``n`` CoT candidates a question."""
+    from reasoner.sampling import SampleConfig
+
+    return SampleConfig(num_samples=n, temperature=temperature, mc_temperature=mc_temperature, top_p=top_p,
+                        max_tokens=max_tokens, seed=seed, correct_threshold=correct_threshold)
+
+
+def score_candidates(llm: Any, examples: Sequence[dict[str, Any]], candidates: Sequence[dict[str, Any]]) -> list:
+    """Each candidate's ``TokenLogProbs`` under the engine ``llm``, in one batched call: ``examples``
+    hold the images (decoded once a question, not a candidate), ``candidates`` their ``id``,
+    ``prompt`` and ``text``."""
+    from reasoner.models import ScoreRequest
+    from reasoner.models.inputs import load_image
+    from reasoner.models.vllm_backend import VLLMScorer
+
+    images = {ex["id"]: load_image(ex["image"]) for ex in examples}
+    return VLLMScorer(llm).score([ScoreRequest(images[c["id"]], c["prompt"], c["text"]) for c in candidates])
+
+
 def pool_rows(candidates: Sequence[dict[str, Any]], reference: Sequence[Any], policy: Sequence[Any] | None,
               beta: float | None) -> list[dict[str, Any]]:
     """Candidate rows with their scores: ``reference`` and ``policy`` are the generator's and the
