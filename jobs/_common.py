@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from jobs._console import CONSOLE_LOGGER, Console
+from jobs._console import CONSOLE_LOGGER, Console, format_table
 
 from reasoner.config import ConfigError, RunConfig, config_hash, load_run_config
 from reasoner.options import dump_yaml, iter_help
@@ -131,6 +131,27 @@ def select_ids(run: RunDir, split: str, limit: int | None = None) -> list[str]:
     return subset(index.filter(pc.equal(index.column("split"), split)).column("id").to_pylist(), limit)
 
 
+def format_plan(config: RunConfig, result) -> str:
+    """The plan as the terminal shows it: the cluster, a row a stage, then what cannot run."""
+    c = config.cluster
+    params = "unknown" if result.parameters is None else f"{result.parameters / 1e9:.3g}B" \
+        if result.parameters >= 1e8 else f"{result.parameters / 1e6:.3g}M"
+    capacity = f"{c.gpu_memory_gib:g} GiB a GPU" if c.gpus_per_node else f"{c.memory_gib:.0f} GiB a node"
+    head = (f"cluster: {c.nodes} node(s) x {c.gpus_per_node} GPUs, {c.cpus} CPUs ({capacity}); "
+            f"model: {params} parameters")
+    table = format_table(
+        ["stage", "runs as", "count", "GPUs each", "CPUs each", "TP", "dtype", "est. GiB", "notes"],
+        [[r.stage, r.runs_as, r.count, f"{r.gpus:g}", f"{r.cpus:g}", r.tensor_parallel or "", r.dtype or "",
+          "" if r.memory_gib is None else f"{r.memory_gib:.2f}", "; ".join(r.notes)] for r in result.stages])
+    lines = [head, table]
+    if result.problems:
+        lines.append(f"cannot run ({len(result.problems)}):")
+        lines += [f"  - {p}" for p in result.problems]
+    else:
+        lines.append("plan: every stage fits the declared cluster")
+    return "\n".join(lines)
+
+
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
@@ -158,6 +179,9 @@ def parse_args(stage: str, doc: str | None, sections: Sequence[str], argv: Seque
                         help="run config YAML (default: the embedded default, jobs/configs/default.yaml)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--log-level", default="INFO", help="logging level of the log file (default INFO)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the resources each stage asks of the cluster the config declares (cluster.*) "
+                             "and exit: 0 if it can run, 2 naming what cannot; reads no run directory, starts nothing")
     parser.add_argument("--verbose", action="store_true",
                         help="show every log line on the terminal (Ray, engines, workers) instead of only the job's")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -202,6 +226,12 @@ def run_job(stage: str, main: Callable[[RunConfig], Any], doc: str | None, secti
     if args.print_config:
         sys.stdout.write(dump_yaml(config))
         return
+    if args.plan:
+        from reasoner.plan import plan
+
+        result = plan(config, None if stage == "pipeline" else [stage])
+        sys.stdout.write(format_plan(config, result) + "\n")
+        raise SystemExit(0 if result.ok else 2)
     path = log_path(config, stage)
     try:
         with Console(path, quiet=not args.verbose) as console:

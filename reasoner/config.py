@@ -33,6 +33,7 @@ from reasoner.models.presets import get_preset
 from reasoner.distill import DistillConfig
 from reasoner.eval_pool import EvaluateConfig
 from reasoner.pairs import PairConfig
+from reasoner.plan import ClusterSection
 from reasoner.rerank import RerankConfig
 from reasoner.sampling import SampleConfig
 from reasoner.serving.config import ServeConfig
@@ -106,6 +107,12 @@ class ModelSection:
     """Stage init_model: the tokenizer and randomly initialised base model, into ``<run>/models/base``."""
 
     preset: str = option("small", "model preset: 'tiny' (tests), 'small' (the main job), 'tiny-next' (LLaVA-NeXT)")
+    path: str | None = option(
+        None, "a pretrained Hugging Face LLaVA or LLaVA-NeXT checkpoint to start from instead of a preset: a local "
+        "directory, a bucket URI (s3://...), or a hub id (fetched where the network allows)")
+    parameters: float | None = option(
+        None, "the model's size in billions of parameters, for --plan when it cannot be read (a hub id or bucket "
+        "model.path); null: counted from the preset or a local model.path's config.json")
     image_size: int | None = option(
         None, "image side the vision tower takes, a multiple of its patch size (null: the suite's image_size)")
     seed: int = option(0, "seed of the random initial weights")
@@ -117,6 +124,10 @@ class ModelSection:
             raise ConfigError(f"preset={self.preset!r} is invalid: {e}") from None
         check(self.image_size is None or self.image_size > 0, "image_size", self.image_size,
               "give a positive multiple of the preset's patch size, or null")
+        check(self.path is None or (isinstance(self.path, str) and bool(self.path.strip())), "model.path", self.path,
+              "give a local directory, a bucket URI or a hub id, or null for the preset")
+        check(self.parameters is None or self.parameters > 0, "model.parameters", self.parameters,
+              "give the size in billions, e.g. 8.4, or null")
 
 
 @dataclass
@@ -129,6 +140,7 @@ class RunConfig:
         False, "rebuild an artifact that was made with another config (default: refuse, naming the artifact)")
     stages: list[str] = option(list(DEFAULT_STAGES), "the stages jobs.pipeline runs, in recipe order")
     ray: RaySection = section(RaySection, "Ray cluster")
+    cluster: ClusterSection = section(ClusterSection, "the cluster --plan plans the run for")
     examples: ExamplesSection = section(ExamplesSection, "stage make_examples")
     model: ModelSection = section(ModelSection, "stage init_model")
     engine: EngineConfig = section(
