@@ -1,5 +1,6 @@
-"""jobs.pipeline, the README's main command, through `python -m` on a cut-down default config with
-the tiny model: every stage's artifact and manifest, a rerun that skips every stage, a terminal
+"""jobs.pipeline, the README's main command, through `python -m` on a cut-down default config: the
+whole recipe from a pretrained checkpoint (a tiny LLaVA-NeXT laid out as a hub release, imported by
+``model.path``), every stage's artifact and manifest, a rerun that skips every stage, a terminal
 without engine logs, and a stop at build_pairs when no pair can be made."""
 
 from __future__ import annotations
@@ -38,11 +39,38 @@ def pipeline(ray_local, run_dir, *overrides: str) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
 
 
-def test_whole_recipe_then_a_rerun_skips_every_stage(ray_local, tmp_path) -> None:
+def hub_release(run_dir, target):
+    """A tiny LLaVA-NeXT whose tokenizer knows the run's examples, written as a hub release."""
+    import pyarrow.compute as pc
+
+    from reasoner.data.synthetic import suite_text
+    from reasoner.models import build_base_model
+    from tests.support.models import hub_checkpoint
+
+    table = RunDir(str(run_dir)).read_table("examples", columns=["split", "question", "choices", "rationale"])
+    train = table.filter(pc.equal(table.column("split"), "train")).to_pylist()
+    built = build_base_model(target.parent / "built", "tiny-next", texts=suite_text(train), seed=0)
+    return hub_checkpoint(built, target)
+
+
+def test_whole_recipe_from_a_pretrained_checkpoint_then_a_rerun_skips_every_stage(ray_local, tmp_path) -> None:
+    """Every stage (SFT, sampling, pairs, DPO, evaluation) on the imported model's own processor and
+    Llama-3 chat template."""
     run_dir = tmp_path / "pipeline"
-    done = pipeline(ray_local, run_dir)
+    examples = pipeline(ray_local, run_dir, "stages=[make_examples]")
+    assert examples.returncode == 0, examples.stderr[-3000:]
+    checkpoint = hub_release(run_dir, tmp_path / "hub" / "tiny-llava-next")
+    done = pipeline(ray_local, run_dir, f"model.path={checkpoint}")
     assert done.returncode == 0, done.stderr[-3000:]
     run = RunDir(str(run_dir))
+    imported = run.manifest("models/base")["pretrained"]
+    assert imported["architecture"] == "LlavaNextForConditionalGeneration" and imported["source"] == str(checkpoint)
+    from reasoner.models import load_processor
+    from reasoner.models.inputs import format_prompt
+
+    for model in ("models/sft", "models/dpo"):  # the trained models keep the checkpoint's own template
+        assert format_prompt(load_processor(run.path(model)), "Q").startswith(
+            "<s><|start_header_id|>user<|end_header_id|>\n\n<image>\nQ<|eot_id|>"), model
     for stage in IMPLEMENTED_STAGES:
         manifest = run.manifest(ARTIFACTS[stage])
         assert manifest is not None, stage
@@ -62,7 +90,7 @@ def test_whole_recipe_then_a_rerun_skips_every_stage(ray_local, tmp_path) -> Non
     # A rerun finds every stage complete and makes nothing.
     stamps = {stage: json.loads(open(run.path(ARTIFACTS[stage], "_manifest.json")).read())["finished"]
               for stage in IMPLEMENTED_STAGES}
-    again = pipeline(ray_local, run_dir)
+    again = pipeline(ray_local, run_dir, f"model.path={checkpoint}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (again.stderr + again.stdout).count("is complete with this config: skipped") == len(IMPLEMENTED_STAGES)
     assert {stage: run.manifest(ARTIFACTS[stage])["finished"] for stage in IMPLEMENTED_STAGES} == stamps
