@@ -182,6 +182,8 @@ def parse_args(stage: str, doc: str | None, sections: Sequence[str], argv: Seque
     parser.add_argument("--plan", action="store_true",
                         help="print the resources each stage asks of the cluster the config declares (cluster.*) "
                              "and exit: 0 if it can run, 2 naming what cannot; reads no run directory, starts nothing")
+    parser.add_argument("--debug", action="store_true",
+                        help="on a failure, show the traceback on the terminal too (it is always in the log)")
     parser.add_argument("--verbose", action="store_true",
                         help="show every log line on the terminal (Ray, engines, workers) instead of only the job's")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -218,6 +220,51 @@ def init_ray(config: RunConfig, progress_bars: bool = True) -> None:
     ray.init(**kwargs)
 
 
+def check_run_dir(run_dir: str, timeout_s: float = 30.0) -> None:
+    """A ConfigError naming ``run_dir`` and the fix if a job cannot write there, before anything
+    starts: a path that is a file or lies under one, one it may not create or write, a bucket it
+    cannot reach. A local run directory is created (the job would create it anyway)."""
+    import concurrent.futures
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    if "://" in run_dir:
+        def probe() -> None:
+            fs, path = pafs.FileSystem.from_uri(run_dir)
+            fs.get_file_info(path)
+
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            pool.submit(probe).result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise ConfigError(f"run_dir={run_dir!r}: no answer from the bucket in {timeout_s:.0f} s; check the URI, "
+                              "the endpoint and the network") from None
+        except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ValueError or ArrowInvalid
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"run_dir={run_dir!r}: cannot reach it ({first}); check the URI and the "
+                              "credentials (AWS_ACCESS_KEY_ID, ... in the environment)") from None
+        finally:
+            pool.shutdown(wait=False)
+        return
+    path = os.path.abspath(os.path.expanduser(run_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"run_dir={run_dir!r} is a file, not a directory; give a directory to hold the run")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"run_dir={run_dir!r} lies under {parent}, which is a file; give a directory path")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(f"run_dir={run_dir!r} cannot be written ({reason}); choose a directory you can write, "
+                          "or fix its permissions") from None
+
+
 def run_job(stage: str, main: Callable[[RunConfig], Any], doc: str | None, sections: Sequence[str],
             argv: Sequence[str] | None = None, uses_ray: bool = True) -> None:
     """Parse the command line, set up logging (and Ray), and run ``main(config)``."""
@@ -232,9 +279,14 @@ def run_job(stage: str, main: Callable[[RunConfig], Any], doc: str | None, secti
         result = plan(config, None if stage == "pipeline" else [stage])
         sys.stdout.write(format_plan(config, result) + "\n")
         raise SystemExit(0 if result.ok else 2)
+    try:
+        check_run_dir(config.run_dir)
+    except ConfigError as e:
+        sys.stderr.write(f"python -m jobs.{stage}: error: {e}\n")
+        raise SystemExit(2) from None
     path = log_path(config, stage)
     try:
-        with Console(path, quiet=not args.verbose) as console:
+        with Console(path, quiet=not args.verbose, debug=args.debug) as console:
             console.setup_logging(args.log_level)
             _console = console
             say("%s on %s (log: %s)", stage, config.run_dir, path)

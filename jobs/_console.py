@@ -10,11 +10,13 @@ of the ``jobs.console`` logger, ``jobs``/``reasoner`` warnings and errors, and p
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import IO, Any
@@ -95,6 +97,32 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EROFS: "the filesystem is read-only"}
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for a failure that is the machine's, not the code's (a full disk, a read-only or
+    forbidden path), found anywhere in ``exc``'s chain (Ray wraps a worker's error in its own), with
+    what to do; None for anything else."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+            where = f" writing {e.filename}" if e.filename else ""
+            fix = ("free space (or point run_dir / cache_dir elsewhere)" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                   else "fix the permissions or choose another run_dir")
+            return f"{_DISK_ERRORS[e.errno]}{where}: {fix}, then run the job again: it resumes where it stopped"
+        stack += [e.__cause__, e.__context__, getattr(e, "cause", None) if isinstance(getattr(e, "cause", None),
+                                                                                     BaseException) else None]
+    return None
+
+
 class Console:
     """Where a job's output goes.
 
@@ -106,8 +134,9 @@ class Console:
     real fds (``sys.stderr.fileno()`` fails, as under pytest's sys capture) nothing is redirected.
     """
 
-    def __init__(self, log_path: str, *, quiet: bool = True, stream: IO[str] | None = None) -> None:
-        self.log_path, self.quiet, self.stream = str(log_path), quiet, stream
+    def __init__(self, log_path: str, *, quiet: bool = True, stream: IO[str] | None = None,
+                 debug: bool = False) -> None:
+        self.log_path, self.quiet, self.stream, self.debug = str(log_path), quiet, stream, debug
         os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
         self.redirected, self._owns_stream, self._partial = False, False, False  # _partial: a TTY line without "\n"
         self.tty, self.width = False, 80
@@ -154,9 +183,11 @@ class Console:
         try:
             if exc is not None and not isinstance(exc, SystemExit):
                 lines = str(exc).strip().splitlines()
-                error = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+                error = explain(exc) or (f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__)
                 self._to_file(logging.ERROR, "failed", exc_info=(exc_type, exc, tb))
-                self.write(f"failed: {error} (traceback in {self.log_path})\n")
+                if self.debug:
+                    self.write("".join(traceback.format_exception(exc_type, exc, tb)))
+                self.write(f"failed: {error} (traceback in {self.log_path}; --debug shows it here)\n")
         finally:
             self._restore()
 

@@ -50,6 +50,10 @@ class EvaluateConfig:
         check(bool(self.ns) and all(1 <= n <= self.pool_size for n in self.ns) and self.ns == sorted(set(self.ns)),
               "ns", self.ns, f"list increasing N from 1 to pool_size ({self.pool_size})")
         check(all(m in ("direct", "cot") for m in self.modes), "modes", self.modes, "use direct and/or cot")
+        check(self.temperature >= 0 and self.mc_temperature >= 0, "temperature/mc_temperature",
+              (self.temperature, self.mc_temperature), "use 0 (greedy) or more")
+        check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "allow at least 1 token")
+        check(self.seed >= 0, "seed", self.seed, "use a non-negative seed")
         check(self.draws >= 1 and self.bootstrap >= 1, "draws/bootstrap", (self.draws, self.bootstrap), "use >= 1")
         check(0 < self.correct_threshold <= 1, "correct_threshold", self.correct_threshold, "use a value in (0, 1]")
 

@@ -264,6 +264,14 @@ def load_yaml(path: str) -> dict[str, Any]:
             data = yaml_load(fh)
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path!r} does not exist") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"config file {path!r} is a directory; give a YAML file such as "
+                          "jobs/configs/default.yaml") from e
+    except PermissionError as e:
+        raise ConfigError(f"config file {path!r} cannot be read: permission denied") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not a text file (byte {e.start} is not UTF-8); give a YAML "
+                          "file") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from e
     if data is None:

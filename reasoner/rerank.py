@@ -115,6 +115,7 @@ class RerankConfig:
         check(self.temperature >= 0 and self.mc_temperature >= 0, "temperature", self.temperature, "use 0 or more")
         check(0 < self.top_p <= 1, "top_p", self.top_p, "use a value in (0, 1]")
         check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "allow at least 1 token")
+        check(self.seed >= 0, "seed", self.seed, "use a non-negative seed")
         check(0 < self.correct_threshold <= 1, "correct_threshold", self.correct_threshold, "use a value in (0, 1]")
         check(self.questions_per_part >= 1, "questions_per_part", self.questions_per_part, "use e.g. 64")
         check(self.num_engines >= 1, "num_engines", self.num_engines, "run at least one engine")

@@ -100,6 +100,11 @@ class TrainConfig:
         check(self.cpus_per_worker >= 1, "cpus_per_worker", self.cpus_per_worker, "reserve at least one CPU")
         check(self.per_device_batch_size >= 1, "per_device_batch_size", self.per_device_batch_size,
               "use a positive batch size")
+        check(self.global_batch_size >= 1, "global_batch_size", self.global_batch_size,
+              "use a positive number of examples per optimizer step (paper: 32)")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "use 0 or a positive decay")
+        check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "use a positive norm, or 0 for no clipping")
+        check(self.seed >= 0, "seed", self.seed, "use a non-negative seed (numpy takes no negative one)")
         per_step = self.per_device_batch_size * self.num_workers
         check(self.global_batch_size % per_step == 0, "global_batch_size", self.global_batch_size,
               f"make it a multiple of per_device_batch_size x num_workers = {self.per_device_batch_size} x "

@@ -42,6 +42,8 @@ class SelectConfig:
     def __post_init__(self) -> None:
         check(self.questions >= 1 and self.samples >= 2, "questions/samples", (self.questions, self.samples),
               "sample at least 1 question and 2 candidates each")
+        check(self.temperature >= 0, "temperature", self.temperature, "use 0 (greedy) or more")
+        check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "allow at least 1 token")
         check(0 <= self.min_accuracy <= self.max_accuracy <= 1, "min_accuracy/max_accuracy",
               (self.min_accuracy, self.max_accuracy), "use 0 <= min_accuracy <= max_accuracy <= 1")
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from jobs._console import Console, format_duration, format_table
+from jobs._console import Console, explain, format_duration, format_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -199,9 +199,36 @@ def test_an_exception_leaves_its_traceback_in_the_file_and_one_line_on_the_conso
     with pytest.raises(ValueError, match="boom"):
         with Console(str(log), stream=stream):
             raise ValueError("boom\nsecond line")
-    assert stream.getvalue() == f"failed: ValueError: boom (traceback in {log})\n"
+    assert stream.getvalue() == f"failed: ValueError: boom (traceback in {log}; --debug shows it here)\n"
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "ValueError: boom" in text
+
+
+def test_debug_shows_the_traceback_on_the_console_too(tmp_path) -> None:
+    stream = io.StringIO()
+    with pytest.raises(ValueError):
+        with Console(str(tmp_path / "job.log"), stream=stream, debug=True):
+            raise ValueError("boom")
+    assert "Traceback (most recent call last)" in stream.getvalue() and "failed: ValueError: boom" in stream.getvalue()
+
+
+def test_a_full_disk_is_named_with_the_fix_even_wrapped_by_ray(tmp_path) -> None:
+    """Ray hands a worker's error back wrapped (``RayTaskError.cause``); the line names the disk."""
+    import errno
+
+    from ray.exceptions import RayTaskError
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/r1/candidates/part-1.parquet")
+    wrapped = RayTaskError("SampleWorker.__call__", "traceback text", full)
+    stream = io.StringIO()
+    with pytest.raises(RayTaskError):
+        with Console(str(tmp_path / "job.log"), stream=stream):
+            raise wrapped
+    line = stream.getvalue()
+    assert line.startswith("failed: no space left on the device writing /runs/r1/candidates/part-1.parquet: free "
+                           "space"), line
+    assert "it resumes where it stopped" in line
+    assert explain(ValueError("x")) is None
 
 
 def test_system_exit_is_not_reported_as_a_failure(tmp_path) -> None:
