@@ -129,6 +129,9 @@ class SFTConfig(TrainConfig):
     ``captions`` adds the caption rows (image descriptions) to any mix.
     """
 
+    learning_rate: float = option(5e-6, "peak learning rate (paper: 5e-6)")
+    vision_tower_lr: float | None = option(
+        5e-7, "learning rate of the vision tower (paper: 5e-7, a tenth of the rest); null: learning_rate; 0 freezes it")
     mix: Literal["format", "direct", "cot", "both"] = option(
         "both", "the SFT data: 'format' (format alignment only), 'direct' or 'cot' (that mode's data plus format "
         "alignment of the other), 'both' (paper's LLaVA-Reasoner-SFT)")
@@ -160,7 +163,8 @@ class DPOConfig(TrainConfig):
                                               "reference_backend")
 
     model: str = option("models/sft", "model artifact to start from and to use as the reference")
-    learning_rate: float = option(5e-5, "peak learning rate")
+    learning_rate: float = option(5e-7, "peak learning rate (paper: 5e-7)")
+    warmup_ratio: float = option(0.1, "fraction of the steps spent warming the learning rate up")
     beta: float = option(0.1, "DPO beta: the strength of the pull towards the reference (paper: 0.1)")
     reference_backend: Literal["transformers", "vllm"] = option(
         "transformers", "engine of the reference pass into <run>/dpo_ref (the shared log-prob scorer)")

@@ -57,3 +57,13 @@ def test_zero_configs_leave_the_optimizer_to_the_trainer() -> None:
     assert "optimizer" not in two and "scheduler" not in three
     with pytest.raises(ValueError, match="ZeRO stage must be 2 or 3"):
         zero_config(1)
+
+
+def test_dataclass_defaults_hold_the_paper_recipe() -> None:
+    """DESIGN.md: defaults are the paper's values (sections 3-5); the shipped YAMLs override them."""
+    config = load_run_config(None)
+    sft, dpo = config.sft, config.dpo
+    assert (sft.learning_rate, sft.vision_tower_lr, sft.global_batch_size, sft.epochs) == (5e-6, 5e-7, 32, 1.0)
+    assert (dpo.learning_rate, dpo.beta, dpo.global_batch_size, dpo.epochs) == (5e-7, 0.1, 32, 1.0)
+    assert (config.sample.num_samples, config.sample.temperature, config.sample.mc_temperature) == (32, 1.0, 1.2)
+    assert (config.evaluate.pool_size, config.evaluate.ns[-1], config.pairs.min_chosen_samples) == (32, 32, 1)
