@@ -11,8 +11,11 @@ implicit reward ``beta * (log pi_dpo - log pi_sft)``, beta from the DPO run (Fig
 Curves: for each N, the expected accuracy over N-subsets of the pool (``reasoner.reranking``) of
 ``single``, ``majority``, ``best_of_n``, ``weighted_vote``, ``control`` and ``oracle``, with paired
 bootstrap intervals over questions, as do the comparisons (DPO vs SFT greedy; verifier vs majority;
-majority vs single). Written: ``eval/greedy`` (every answer), ``eval/pool`` (every candidate and its
-scores), ``eval/accuracy``, ``eval/curves`` (Parquet) and ``eval/eval.json``.
+majority vs single). Where the served app's default generator (``serve.generator``, the DPO model)
+differs from the pool's, it samples a pool of its own, reranked the same way (``served_*``): what
+a user of the served ``/v1/reason`` gets. Written: ``eval/greedy`` (every answer), ``eval/pool``
+(every candidate and its scores), ``eval/accuracy``, ``eval/curves``, ``eval/served_pool``,
+``eval/served_curves`` (Parquet) and ``eval/eval.json``.
 """
 
 from __future__ import annotations
@@ -39,16 +42,17 @@ STAGE, ARTIFACT = "evaluate", "eval"
 
 @ray.remote
 def model_task(run: RunDir, artifact: str, examples: list[dict], config: EvaluateConfig, *, greedy: bool,
-               sample: bool, pool: list[dict] | None, engine: dict, cache_dir: str) -> dict[str, Any]:
-    """One engine over ``artifact``: its greedy answers, the pool it samples, and the scored tokens
-    (``TokenLogProbs``) of the pool's candidates under it (the pool given, or the one it sampled)."""
+               sample: str | None, pools: dict[str, list[dict]], engine: dict, cache_dir: str) -> dict[str, Any]:
+    """One engine over ``artifact``: its greedy answers, the pool it samples (named ``sample``), and
+    the scored tokens (``TokenLogProbs``) of every pool's candidates under it (those given, and
+    the one it sampled)."""
     from reasoner.eval_pool import pool_sample_config, score_candidates
     from reasoner.evaluation import GreedyEvalConfig, GreedyEvaluator
     from reasoner.models import make_vllm_engine, shutdown_vllm_engine
     from reasoner.sampling import Sampler
     from reasoner.training.export import engine_model_dir
 
-    out: dict[str, Any] = {"greedy": [], "pool": pool, "logprobs": None}
+    out: dict[str, Any] = {"greedy": [], "pools": dict(pools), "logprobs": {}}
     with engine_model_dir(run, artifact, cache_dir) as model_dir:
         llm = make_vllm_engine(model_dir, **engine)
         shared = lambda *args, **kwargs: llm  # noqa: E731 - every helper below uses this one engine
@@ -62,9 +66,9 @@ def model_task(run: RunDir, artifact: str, examples: list[dict], config: Evaluat
                 sampling = pool_sample_config(n=config.pool_size, temperature=config.temperature,
                                               mc_temperature=config.mc_temperature, max_tokens=config.max_tokens,
                                               seed=config.seed, correct_threshold=config.correct_threshold)
-                out["pool"] = Sampler(model_dir, sampling, engine_factory=shared).sample(examples)
-            if out["pool"] is not None:
-                out["logprobs"] = score_candidates(llm, examples, out["pool"])
+                out["pools"][sample] = Sampler(model_dir, sampling, engine_factory=shared).sample(examples)
+            for name, rows in out["pools"].items():
+                out["logprobs"][name] = score_candidates(llm, examples, rows)
         finally:
             shutdown_vllm_engine(llm)
     return out
@@ -152,7 +156,9 @@ def main(config: RunConfig) -> None:
     manifests = {m: run.manifest(m) for m in {*section.models, section.generator, section.verifier}}
     present = [m for m in section.models if manifests[m] is not None]
     verifier = manifests[section.verifier]
+    served = _served_generator(config, verifier is not None)
     provenance = {"evaluate": identity(section), "examples_config_hash": run.require("examples")["config_hash"],
+                  "served_generator": served,
                   "models": {m: manifests[m]["config_hash"] for m in sorted({*present, section.generator})},
                   "verifier_config_hash": None if verifier is None else verifier["config_hash"]}
     digest = begin_stage(run, ARTIFACT, STAGE, provenance, config.overwrite)
@@ -177,33 +183,68 @@ def main(config: RunConfig) -> None:
                 len(ids))
     engine, cache_dir = engine_kwargs(config.engine), os.path.expanduser(config.cache_dir)
     options = ray_options(config.engine)
-    greedy_rows, pool = [], None
-    order = [section.generator] + [m for m in dict.fromkeys([*present, section.verifier])
-                                   if m != section.generator and manifests[m] is not None]
-    scored: dict[str, list] = {}
-    for artifact in order:
-        with timings.step(f"engine {artifact}"):
-            out = ray.get(model_task.options(**options).remote(
-                run, artifact, examples, section, greedy=artifact in present, sample=artifact == section.generator,
-                pool=pool, engine=engine, cache_dir=cache_dir))
-        greedy_rows += [{**r, "model": artifact} for r in out["greedy"]]
-        pool = out["pool"]
-        scored[artifact] = out["logprobs"]
     has_verifier = verifier is not None
-    pool = pool_rows(pool, scored[section.generator], scored[section.verifier] if has_verifier else None, beta)
+    # The engine passes: the generator samples the paper's pool; the others answer greedily, the
+    # verifier scores the pool and (the served generator) samples its own; the generator comes back
+    # to score that one (its reference half and control): one engine at a time.
+    passes = [(section.generator, section.generator in present, "generator", ())]
+    for m in dict.fromkeys([*present, section.verifier]):
+        if m != section.generator and manifests[m] is not None:
+            scores = ("generator",) if m == section.verifier else ()
+            passes.append((m, m in present, "served" if m == served else None, scores))
+    if served is not None:
+        passes.append((section.generator, False, None, ("served",)))
+    greedy_rows: list[dict] = []
+    pools: dict[str, list[dict]] = {}
+    scored: dict[tuple[str, str], list] = {}
+    for artifact, greedy, sample, scores in passes:
+        with timings.step(f"engine {artifact}" + (" (served pool)" if not greedy and scores == ("served",) else "")):
+            out = ray.get(model_task.options(**options).remote(
+                run, artifact, examples, section, greedy=greedy, sample=sample,
+                pools={name: pools[name] for name in scores}, engine=engine, cache_dir=cache_dir))
+        greedy_rows += [{**r, "model": artifact} for r in out["greedy"]]
+        pools.update(out["pools"])
+        scored.update({(artifact, name): logprobs for name, logprobs in out["logprobs"].items()})
+
+    def scored_pool(name: str) -> list[dict]:
+        policy = scored[section.verifier, name] if has_verifier else None
+        return pool_rows(pools[name], scored[section.generator, name], policy, beta)
+
+    pool = scored_pool("generator")
+    served_pool = scored_pool("served") if served is not None else []
+    by_id = {ex["id"]: ex for ex in examples}
     with timings.step("curves"):
-        accuracy, curve_rows, comparisons = summarise(greedy_rows, pool, section, has_verifier,
-                                                      {ex["id"]: ex for ex in examples})
-    for name, rows in (("greedy", greedy_rows), ("pool", pool), ("accuracy", accuracy), ("curves", curve_rows)):
-        run.write_part(f"{ARTIFACT}/{name}", "part-00000", pa.Table.from_pylist(rows))
+        accuracy, curve_rows, comparisons = summarise(greedy_rows, pool, section, has_verifier, by_id)
+        served_curves, served_comparisons = [], {}
+        if served_pool:
+            _, served_curves, served_comparisons = summarise([], served_pool, section, has_verifier, by_id)
+    for name, rows in (("greedy", greedy_rows), ("pool", pool), ("accuracy", accuracy), ("curves", curve_rows),
+                       ("served_pool", served_pool), ("served_curves", served_curves)):
+        if rows:
+            run.write_part(f"{ARTIFACT}/{name}", "part-00000", pa.Table.from_pylist(rows))
     record = {"split": section.split, "questions": len(examples), "beta": beta, "generator": section.generator,
               "verifier": section.verifier if has_verifier else None, "accuracy": accuracy, "curves": curve_rows,
-              "comparisons": comparisons, "config": to_dict(section)}
+              "comparisons": comparisons, "served_generator": served, "served_curves": served_curves,
+              "served_comparisons": served_comparisons, "config": to_dict(section)}
     run.write_json(record, ARTIFACT, "eval.json")
     run.finish(ARTIFACT, stage=STAGE, config=provenance, config_hash=digest,
                counts=StageCounts(in_=len(ids), out=len(examples)), seed=section.seed, timings=timings,
-               extra={"pool": len(pool), "greedy_answers": len(greedy_rows)})
+               extra={"pool": len(pool), "served_pool": len(served_pool), "greedy_answers": len(greedy_rows)})
     say("%s", format_results(accuracy, curve_rows, comparisons))
+
+
+def _served_generator(config: RunConfig, has_verifier: bool) -> str | None:
+    """The served app's default generator (``serve.generator``) where its pool differs from the
+    paper's (the evaluation's generator) and the verifier is that model; else None."""
+    section = config.evaluate
+    served = config.serve.generator
+    if not section.served_pool or served == section.generator:
+        return None
+    if not has_verifier or served != section.verifier:
+        say("evaluate: the served generator %s is not the verifier %s: its pool is not evaluated", served,
+            section.verifier)
+        return None
+    return served
 
 
 def format_results(accuracy: list[dict], curve_rows: list[dict], comparisons: dict[str, Any]) -> str:

@@ -42,6 +42,9 @@ class EvaluateConfig:
     draws: int = option(256, "random N-subsets a question for the voting strategies' expectation (the others are exact)")
     bootstrap: int = option(2000, "bootstrap resamples of the questions for each interval")
     seed: int = option(0, "seed of the pool's sampling, the subsets and the bootstrap")
+    served_pool: bool = option(
+        True, "also sample a pool from the served app's default generator (serve.generator: the DPO model) and "
+        "rerank it the same way, where it differs from the generator (eval/served_pool, served_curves)")
     correct_threshold: float = option(0.5, "score at which an answer counts as correct (is_correct)")
 
     def __post_init__(self) -> None:

@@ -141,6 +141,11 @@ def describe(name: str, c: dict[str, float]) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------- the document
 
+def _comparison_order(item: tuple[str, Any]) -> tuple[str, int]:
+    name = item[0]
+    return name.split("@")[0], int(name.split("@")[1]) if "@" in name else 0
+
+
 def _blocks(res: Results, figures: dict[str, bytes], credit: dict[str, Any]) -> list[tuple]:
     rec, c = res.record, res.record.get("config", {})
     blocks: list[tuple] = [("h1", f"Report: `{res.uri}`")]
@@ -157,8 +162,21 @@ def _blocks(res: Results, figures: dict[str, bytes], credit: dict[str, Any]) -> 
                       "95% bootstrap intervals over questions.")), ("table", *curves_table(rec.get("curves", [])))]
     if "reranking.png" in figures:
         blocks.append(("img", "reranking.png", "Accuracy against N per reranking strategy"))
+    if rec.get("served_curves"):
+        served = rec.get("served_generator")
+        blocks += [("h2", "Reranking the served generator's candidates"),
+                   ("p", (f"The same strategies over a pool sampled by `{served}`, the served app's default "
+                          "generator (what `/v1/reason` reranks), scored by the same verifier and control.")),
+                   ("table", *curves_table(rec["served_curves"]))]
+        if "reranking-served.png" in figures:
+            blocks.append(("img", "reranking-served.png", f"Accuracy against N over {served}'s candidates"))
+        served_comparisons = sorted(((k, v) for k, v in rec.get("served_comparisons", {}).items()
+                                     if k != "questions_for_2_points"), key=_comparison_order)
+        blocks.append(("table", ["comparison", "difference [95% interval]", "questions", "what it measures", "meaning"],
+                       [[f"`{k}`", interval_text(v), str(v["questions"]), *describe(k, v)]
+                        for k, v in served_comparisons]))
     comparisons = sorted(((k, v) for k, v in rec.get("comparisons", {}).items() if k != "questions_for_2_points"),
-                         key=lambda kv: (kv[0].split("@")[0], int(kv[0].split("@")[1]) if "@" in kv[0] else 0))
+                         key=_comparison_order)
     blocks += [("h2", "Paired comparisons"),
                ("p", "Each: the mean per-question difference with its 95% paired bootstrap interval."),
                ("table", ["comparison", "difference [95% interval]", "questions", "what it measures", "meaning"],
@@ -301,6 +319,9 @@ def build_report(run: RunDir, out_artifact: str = "report") -> dict[str, Any]:
         figures["reranking.png"] = figs.plot_reranking(rec["curves"], rec.get("generator", ""), rec.get("verifier"))
     else:
         res.notes.append("eval.json has no reranking curves: no reranking figure")
+    if rec.get("served_curves"):
+        figures["reranking-served.png"] = figs.plot_reranking(rec["served_curves"], rec.get("served_generator", ""),
+                                                              rec.get("verifier"))
     credit, png = _credit(res)
     if png is not None:
         figures["credit.png"] = png

@@ -60,18 +60,30 @@ def test_curves_are_recomputed_from_the_saved_pool(evaluated) -> None:
         # Each token's reward is saved (the credit assignment of Figure 8), and they add up.
         assert len(r["tokens"]) == len(r["token_rewards"]) >= 1  # the response's tokens and EOS
         assert sum(r["token_rewards"]) == pytest.approx(r["reward"], abs=1e-6)
-    ids = sorted({r["id"] for r in pool})
-    pools = []
-    for i in ids:
-        rows = sorted((r for r in pool if r["id"] == i), key=lambda r: r["sample_index"])
-        pools.append(Pool([r["correct"] for r in rows], [r["answer"] for r in rows], [r["reward"] for r in rows],
-                          [r["control"] for r in rows], examples[i]["metric"], examples[i]["choices"]))
-    again = curves(pools, ns=(1, 2, 4), draws=64, seed=0)
-    saved = {(c["strategy"], c["n"]): c for c in record["curves"]}
-    assert {s for s, _ in saved} == {"single", "majority", "best_of_n", "weighted_vote", "control", "oracle"}
-    for (strategy, n), point in saved.items():
-        assert point["accuracy"] == pytest.approx(sum(again[strategy][n]) / len(ids), abs=1e-9)
-        assert point["low"] <= point["accuracy"] <= point["high"]
+    def recompute(pool: list[dict], saved_curves: list[dict]) -> dict:
+        ids = sorted({r["id"] for r in pool})
+        pools = []
+        for i in ids:
+            rows = sorted((r for r in pool if r["id"] == i), key=lambda r: r["sample_index"])
+            pools.append(Pool([r["correct"] for r in rows], [r["answer"] for r in rows], [r["reward"] for r in rows],
+                              [r["control"] for r in rows], examples[i]["metric"], examples[i]["choices"]))
+        again = curves(pools, ns=(1, 2, 4), draws=64, seed=0)
+        saved = {(c["strategy"], c["n"]): c for c in saved_curves}
+        assert {s for s, _ in saved} == {"single", "majority", "best_of_n", "weighted_vote", "control", "oracle"}
+        for (strategy, n), point in saved.items():
+            assert point["accuracy"] == pytest.approx(sum(again[strategy][n]) / len(ids), abs=1e-9)
+            assert point["low"] <= point["accuracy"] <= point["high"]
+        return saved
+
+    saved = recompute(pool, record["curves"])
+    # The served app's default generator (the DPO model) has a pool of its own, scored and reranked
+    # the same way: reward against the SFT reference, control under the SFT model.
+    assert record["served_generator"] == "models/dpo" and manifest["served_pool"] == 16
+    served = pq.read_table(run.path("eval", "served_pool")).to_pylist()
+    assert [r["text"] for r in served] != [r["text"] for r in pool]  # another model's candidates
+    for r in served:
+        assert r["reward"] == pytest.approx(0.1 * (r["policy_logp"] - r["reference_logp"]), abs=1e-4)
+    recompute(served, record["served_curves"])
     # Oracle bounds every strategy; N=1 of any verifier is a single sample.
     for n in (1, 2, 4):
         assert all(saved[s, n]["accuracy"] <= saved["oracle", n]["accuracy"] + 1e-9 for s, _ in saved)

@@ -20,7 +20,7 @@ def test_the_report_stage_records_the_evaluation_and_is_skipped_when_complete(tm
     report.main(config)
     manifest = run.manifest("report")
     assert manifest["stage"] == "report" and manifest["config"] == {"eval_config_hash": "hash-evaluate"}
-    assert manifest["counts"] == {"in": 16, "out": 6, "rejected": 0} and "report" in manifest["timings_s"]
+    assert manifest["counts"] == {"in": 16, "out": 7, "rejected": 0} and "report" in manifest["timings_s"]  # 5 PNGs, md, html
     assert "report.html" in manifest["files"]
     written = os.path.getmtime(run.path("report", "report.md"))
     report.main(config)  # complete with this evaluation: nothing to do

@@ -13,7 +13,7 @@ from reasoner.report import build_report, describe, interval_text
 from reasoner.rundir import RunDir, RunDirError
 from tests.support.report_run import ACCURACY, COMPARISON_TEXT, COMPARISONS, make_report_run
 
-FIGURES = ("accuracy.png", "reranking.png", "credit.png", "training.png")
+FIGURES = ("accuracy.png", "reranking.png", "reranking-served.png", "credit.png", "training.png")
 DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 
@@ -56,6 +56,10 @@ def test_markdown_has_the_numbers_the_intervals_and_the_figures(built) -> None:
         assert f"]({name})" in md
     assert "| `eval` | evaluate | `hash-evaluate` |" in md and "| `models/dpo` | train_dpo |" in md
     assert "per-token rewards are not saved" in md  # the credit figure's fallback is said
+    # The served generator's pool: its own section, curves and comparison.
+    served = md[md.index("## Reranking the served generator's candidates"):]
+    assert "sampled by `models/dpo`" in served and "0.312" in served  # single at N=1: 0.3 + 0.0123
+    assert "| `best_of_n_vs_majority@4` | +0.043 [0.010, 0.077] |" in served
 
 
 def test_html_is_self_contained(built) -> None:
@@ -79,6 +83,7 @@ def test_a_run_without_a_dpo_model_still_builds_and_says_so(tmp_path) -> None:
     assert "no `models/dpo` in the run" in md and "## Notes" in md
     assert summary["credit"] is None and "credit.png" not in summary["files"]
     assert {"accuracy.png", "reranking.png", "training.png"} <= set(summary["files"])
+    assert "reranking-served.png" not in summary["files"] and "served generator" not in md
     assert "| overall | 0.179 | 0.401 | 0.167 | 0.623 | 16 |" in md  # base and SFT here
     assert "dpo_vs_sft" not in md
 

@@ -16,6 +16,8 @@ ACCURACY = {("models/sft", "direct"): (0.1234, 0.2345), ("models/sft", "cot"): (
 """(model, mode) -> accuracy on source a, source b (8 questions each); overall is their mean."""
 COMPARISONS = {"dpo_vs_sft_cot": {"estimate": 0.0612, "low": 0.0451, "high": 0.0789, "questions": 16},
                "majority_vs_single@2": {"estimate": -0.0204, "low": -0.0391, "high": 0.0102, "questions": 2}}
+SERVED_COMPARISON = {"estimate": 0.0432, "low": 0.0101, "high": 0.0771, "questions": 2}
+"""The served generator's pool: its curves are the paper pool's plus 0.0123 (3-decimal distinct)."""
 COMPARISON_TEXT = {"dpo_vs_sft_cot": "+0.061 [0.045, 0.079]", "majority_vs_single@2": "-0.020 [-0.039, 0.010]"}
 
 
@@ -63,10 +65,16 @@ def make_report_run(root: str | Path, *, dpo: bool = True, token_rewards: bool =
             pool.append(row)
     comparisons = {**(COMPARISONS if dpo else {k: v for k, v in COMPARISONS.items() if not k.startswith("dpo")}),
                    "questions_for_2_points": {"dpo_vs_sft_cot": 955} if dpo else {}}
-    for name, rows in (("pool", pool), ("accuracy", accuracy), ("curves", curves)):
-        run.write_part(f"eval/{name}", "part-00000", pa.Table.from_pylist(rows))
+    served = [{**c, "accuracy": c["accuracy"] + 0.0123, "low": c["low"] + 0.0123, "high": c["high"] + 0.0123}
+              for c in curves] if dpo else []
+    served_comparisons = {"best_of_n_vs_majority@4": SERVED_COMPARISON} if dpo else {}
+    for name, rows in (("pool", pool), ("accuracy", accuracy), ("curves", curves), ("served_curves", served)):
+        if rows:
+            run.write_part(f"eval/{name}", "part-00000", pa.Table.from_pylist(rows))
     run.write_json({"split": "test", "questions": 16, "beta": 0.1 if dpo else None, "generator": "models/sft",
                     "verifier": "models/dpo" if dpo else None, "accuracy": accuracy, "curves": curves,
-                    "comparisons": comparisons, "config": {"pool_size": 4, "ns": [1, 2, 4]}}, "eval", "eval.json")
+                    "comparisons": comparisons, "served_generator": "models/dpo" if dpo else None,
+                    "served_curves": served, "served_comparisons": served_comparisons,
+                    "config": {"pool_size": 4, "ns": [1, 2, 4]}}, "eval", "eval.json")
     _finish(run, "eval", "evaluate", pool=len(pool))
     return run
