@@ -215,6 +215,9 @@ def init_ray(config: RunConfig, progress_bars: bool = True) -> None:
         # there, and Ray Train polls it every second to clean up after a dead controller:
         # without it every training stage logs a warning a second.
         kwargs["include_dashboard"] = True
+        # "local": a cluster of its own, as the key's help says, even where `ray start` (or a test's
+        # multi-node cluster) left this machine's current-cluster file; ray.init() would join that.
+        kwargs["address"] = "local"
         if config.ray.num_cpus is not None:
             kwargs["num_cpus"] = config.ray.num_cpus
     ray.init(**kwargs)
