@@ -39,7 +39,9 @@ class EvaluateConfig:
     temperature: float = option(1.0, "sampling temperature of the pool (paper: 1.0)")
     mc_temperature: float = option(1.2, "... for multiple-choice questions (paper: 1.2)")
     max_tokens: int = option(256, "most tokens of a candidate or a greedy answer")
-    draws: int = option(256, "random N-subsets a question for the voting strategies' expectation (the others are exact)")
+    draws: int = option(256, "random N-subsets a question for the voting strategies' expectation where their ordered "
+                             "N-subsets number over 4,096 (fewer, N = 1 among them, are all enumerated; the other "
+                             "strategies are exact closed forms)")
     bootstrap: int = option(2000, "bootstrap resamples of the questions for each interval")
     seed: int = option(0, "seed of the pool's sampling, the subsets and the bootstrap")
     served_pool: bool = option(

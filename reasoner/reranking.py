@@ -9,9 +9,10 @@ correct", per question, then averaged; comparisons carry paired bootstrap interv
 
 - ``single`` (no reranking), ``oracle`` (any correct member), ``best_of_n`` (verifier rewards) and
   ``control`` (the SFT model's mean log-likelihood, DESIGN.md "Verifier") are exact closed forms.
-- ``majority`` and ``weighted_vote`` at N == M use ``reasoner.verify`` on the pool itself; at N < M
-  they are Monte Carlo means over ``draws`` random ordered subsets (the order breaks ties between
-  groups seen first). The per-draw picks are computed with numpy, equal to what
+- ``majority`` and ``weighted_vote`` at N == M use ``reasoner.verify`` on the pool itself; where the
+  ordered N-subsets number at most ``EXACT_ORDERED`` (always at N = 1; N = 2 of 32) they are the
+  exact mean over all of them; otherwise Monte Carlo means over ``draws`` random ordered subsets
+  (the order breaks ties between groups seen first). The per-draw picks are computed with numpy, equal to what
   ``reasoner.verify.majority_vote`` / ``weighted_vote`` pick on the same subsets (tested), so each
   strategy keeps one definition (STYLE.md 6, 15). Monte Carlo standard error: a sampled point is
   the mean of ``draws`` Bernoulli outcomes, so its SE is at most ``0.5 / sqrt(draws)`` per question
@@ -25,6 +26,7 @@ Pure functions of saved scores (STYLE.md 16): a report can recompute every curve
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ from reasoner.verify import (
     weighted_vote,
 )
 
+EXACT_ORDERED = 4096
+"""Up to this many ordered N-subsets, ``majority`` and ``weighted_vote`` are enumerated (exact)."""
 CURVE_STRATEGIES = ("single", "majority", "best_of_n", "weighted_vote", "control", "oracle")
 
 
@@ -195,7 +199,11 @@ def _expected(prep: _Prepared, strategy: str, n: int, draws: int, seed: int) -> 
             pick = weighted_vote(list(pool.answers), list(pool.rewards), metric=pool.metric,
                                  choices=pool.choices)
         return float(prep.correct[pick.index])
-    picks = _sampled_picks(prep, strategy, _subsets(m, n, draws, seed))
+    if math.perm(m, n) <= EXACT_ORDERED:  # every ordered subset: exact (always at n == 1)
+        subsets = np.array(list(itertools.permutations(range(m), n)), dtype=np.int64).reshape(-1, n)
+    else:
+        subsets = _subsets(m, n, draws, seed)
+    picks = _sampled_picks(prep, strategy, subsets)
     return float(prep.correct[picks].mean())
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from reasoner.reranking import (
     CURVE_STRATEGIES,
+    EXACT_ORDERED,
     Interval,
     Pool,
     _Prepared,
@@ -123,6 +124,17 @@ def test_sampled_strategies_approach_enumeration(pool: Pool, strategy: str) -> N
         assert sampled == pytest.approx(_brute(pool, strategy, n), abs=0.02)
 
 
+@pytest.mark.parametrize("pool", POOLS, ids=range(len(POOLS)))
+@pytest.mark.parametrize("strategy", ["majority", "weighted_vote"])
+def test_voting_is_exact_where_every_ordered_subset_is_enumerated(pool: Pool, strategy: str) -> None:
+    """N = 1 (and any N whose ordered subsets are few) is the exact expectation, not Monte Carlo."""
+    for n in range(1, len(pool.answers)):  # n == M is the pool in its own order (test below)
+        assert expected_correct(pool, strategy, n, draws=1) == pytest.approx(_brute(pool, strategy, n), abs=1e-12)
+    big = Pool([i % 3 == 0 for i in range(32)], [str(i % 5) for i in range(32)], [float(i) for i in range(32)], None)
+    single = expected_correct(big, "single", 1)
+    assert expected_correct(big, strategy, 1, draws=1) == pytest.approx(single, abs=1e-12)  # 32 subsets of one
+
+
 def _verify_picks(pool: Pool, strategy: str, subsets: np.ndarray) -> list[int]:
     picks = []
     for sub in subsets.tolist():
@@ -162,7 +174,8 @@ def test_vectorised_picks_equal_reasoner_verify_on_the_same_subsets(strategy: st
             picks = _sampled_picks(prep, strategy, subsets)
             assert picks.tolist() == _verify_picks(pool, strategy, subsets), (pool, n)
             expected = float(np.mean([pool.correct[i] for i in picks]))
-            assert expected_correct(pool, strategy, n, draws=64, seed=11) == pytest.approx(expected)
+            if math.perm(m, n) > EXACT_ORDERED:  # else every ordered subset is enumerated instead
+                assert expected_correct(pool, strategy, n, draws=64, seed=11) == pytest.approx(expected)
 
 
 def test_subsets_are_uniform_ordered_subsets_shared_by_both_strategies() -> None:
