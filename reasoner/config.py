@@ -19,6 +19,7 @@ from reasoner.options import (
     apply_overrides,
     check,
     config_hash,
+    derived_fields,
     from_dict,
     identity,
     load_yaml,
@@ -139,6 +140,9 @@ class RunConfig:
     overwrite: bool = option(
         False, "rebuild an artifact that was made with another config (default: refuse, naming the artifact)")
     stages: list[str] = option(list(DEFAULT_STAGES), "the stages jobs.pipeline runs, in recipe order")
+    correct_threshold: float = option(
+        0.5, "the one definition of a correct answer: its score (reasoner.answers.score) is >= this; used by "
+        "distillation's filter, sampling's marks (so pairs), checkpoint selection and every evaluation")
     ray: RaySection = section(RaySection, "Ray cluster")
     cluster: ClusterSection = section(ClusterSection, "the cluster --plan plans the run for")
     examples: ExamplesSection = section(ExamplesSection, "stage make_examples")
@@ -162,6 +166,10 @@ class RunConfig:
                 raise ConfigError(f"stages: {stage!r} is not a stage; the stages are {', '.join(STAGES)}")
             if stage not in IMPLEMENTED_STAGES:
                 raise ConfigError(f"stages: {stage!r} is not implemented yet; available: {', '.join(IMPLEMENTED_STAGES)}")
+        check(isinstance(self.correct_threshold, (int, float)) and 0 < self.correct_threshold <= 1,
+              "correct_threshold", self.correct_threshold, "use a score in (0, 1]; 0.5 is the recipe's")
+        for owner, name, source in derived_fields(self):
+            setattr(owner, name, getattr(self, source))
         order = [STAGES.index(s) for s in self.stages]
         check(order == sorted(set(order)), "stages", self.stages, f"list each stage once, in recipe order: {STAGES}")
 

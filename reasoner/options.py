@@ -57,6 +57,22 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
+def derived(default: Any, help: str, source: str) -> Any:  # noqa: A002
+    """A field the run config sets from its top-level key ``source`` (one value for every stage):
+    a library caller may pass it, a config file may not (:func:`from_dict` refuses it by name)."""
+    return dataclasses.field(default=default, metadata={"help": help, "derived": source})
+
+
+def derived_fields(config: Any) -> Iterator[tuple[Any, str, str]]:
+    """``(section, field name, source key)`` of every derived field in ``config``'s sections."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("derived"):
+            yield config, f.name, f.metadata["derived"]
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from derived_fields(value)
+
+
 def section(cls: type[T], help: str, **kwargs: Any) -> Any:  # noqa: A002
     """A field holding a nested config section, default-constructed."""
     return dataclasses.field(default_factory=cls, metadata={"help": help}, **kwargs)
@@ -169,6 +185,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
     for key, value in data.items():
         if key not in fields:
             raise _unknown_key(cls, key, prefix)
+        if source := fields[key].metadata.get("derived"):
+            raise ConfigError(f"{prefix}{key}: set once for the whole run, by the top-level key {source} "
+                              f"(e.g. {source}={value!r})")
         kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
     try:
         return cls(**kwargs)
@@ -180,12 +199,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         raise ConfigError(f"{prefix}{e}") from e
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain data of a config (tuples as lists), the inverse of :func:`from_dict`."""
+def to_dict(config: Any, *, derived: bool = True) -> dict[str, Any]:
+    """Plain data of a config (tuples as lists); ``derived=False`` leaves out the fields set from a
+    top-level key (:func:`derived`), which makes it the inverse of :func:`from_dict`."""
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if derived or not f.metadata.get("derived")}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, dict):
@@ -249,6 +270,8 @@ def iter_help(cls: type, prefix: str = "") -> Iterator[tuple[str, str, Any, str]
     hints = typing.get_type_hints(cls)
     instance = cls()
     for f in dataclasses.fields(cls):
+        if f.metadata.get("derived"):
+            continue
         tp = hints[f.name]
         value = getattr(instance, f.name)
         if dataclasses.is_dataclass(tp):
@@ -283,4 +306,4 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 def dump_yaml(config: Any) -> str:
     """The YAML text of a config, loadable again by :func:`from_dict`."""
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+    return yaml.safe_dump(to_dict(config, derived=False), sort_keys=False)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from reasoner.options import check, option
+from reasoner.options import check, derived, option
 from reasoner.verify import STRATEGIES
 
 STAGE = "rerank"
@@ -95,7 +95,7 @@ class RerankConfig:
     top_p: float = option(1.0, "nucleus sampling mass")
     max_tokens: int = option(256, "most tokens of a candidate")
     seed: int = option(0, "sampling seed (each question's derives from it and the question id)")
-    correct_threshold: float = option(0.5, "score at which an answer counts as correct (is_correct)")
+    correct_threshold: float = derived(0.5, "score at which an answer counts as correct (the run config's top-level correct_threshold)", "correct_threshold")
     token_rewards: bool = option(False, "keep every candidate's tokens and token rewards (large: a float a token)")
     questions_per_part: int = option(64, "questions per batch and Parquet part (the unit of resumable work)")
     num_engines: int = option(1, "vLLM engines of each pass, one Ray actor each, built as the run's engine section says")

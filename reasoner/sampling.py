@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from reasoner.answers import extract_answer, is_correct, score
-from reasoner.options import check, option
+from reasoner.options import check, derived, option
 from reasoner.prompts import build_prompt
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class SampleConfig:
     top_p: float = option(1.0, "nucleus sampling mass")
     max_tokens: int = option(256, "most tokens a candidate may have")
     seed: int = option(0, "sampling seed (each question's seed derives from it and the question id)")
-    correct_threshold: float = option(0.5, "a candidate is correct when its score is at least this")
+    correct_threshold: float = derived(0.5, "a candidate is correct when its score is at least this (the run config's top-level correct_threshold)", "correct_threshold")
     questions_per_part: int = option(64, "questions per batch and Parquet part (the unit of resumable work)")
     num_engines: int = option(1, "vLLM engines, one Ray actor each, built as the run's engine section says "
                                  "(GPU: the cluster's GPUs / engine.gpus_per_engine)")

@@ -67,3 +67,14 @@ def test_overrides_reach_nested_sections() -> None:
 def test_bad_values_name_the_full_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_run_config(str(CONFIG_DIR / "default.yaml"), [override])
+
+
+def test_one_correct_threshold_for_every_stage() -> None:
+    """The top-level key sets every stage's definition of correct; a section may not set its own."""
+    config = load_run_config(None, ["correct_threshold=0.7"])
+    assert {config.sample.correct_threshold, config.evaluate.correct_threshold, config.rerank.correct_threshold,
+            config.sft.eval.correct_threshold, config.dpo.eval.correct_threshold} == {0.7}
+    with pytest.raises(ConfigError, match="sample.correct_threshold: set once for the whole run, by the top-level"):
+        load_run_config(None, ["sample.correct_threshold=0.3"])
+    with pytest.raises(ConfigError, match="correct_threshold=0.0 is invalid"):
+        load_run_config(None, ["correct_threshold=0"])
