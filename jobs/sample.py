@@ -5,8 +5,9 @@
 
 Ray Data streams the examples of ``sample.split`` through an actor pool of vLLM engines
 (``sample.num_engines``, each built and placed as the run's ``engine`` section says); every batch
-of ``questions_per_part`` questions becomes one Parquet part. A rerun samples only the questions
-that have neither candidates nor a rejection yet.
+of ``questions_per_part`` questions becomes one Parquet part, its candidates and its rejections
+committed together. A rerun samples only the questions that have neither candidates nor a
+rejection in a committed part yet.
 """
 
 from __future__ import annotations
@@ -61,13 +62,22 @@ def main(config: RunConfig) -> None:
                         made, sum(r["questions"] for r in summary), sum(r["correct"] for r in summary),
                         sum(r["rejected"] for r in summary))
     with timings.step("count"):
+        done = run.done_ids(ARTIFACT, STAGE)  # settles any part a dead worker left half-written
+        pending = sum(i not in done for i in ids)
         table = run.read_table(ARTIFACT, columns=["id", "correct"], require_complete=False)
         questions = len(set(table.column("id").to_pylist()))
         rejected = run.rejected_count(STAGE)
         accuracy = pc.mean(table.column("correct").cast("float64")).as_py() if table.num_rows else None
+    extra = {"candidates": table.num_rows, "mean_accuracy": accuracy}
+    if pending:
+        extra["resume"] = (f"{pending} of {len(ids)} questions not sampled: run the sample stage again "
+                           f"(run_dir={run.uri}) to sample them")
     run.finish(ARTIFACT, stage=STAGE, config={**provenance, "sample": to_dict(section)}, config_hash=digest,
-               counts=StageCounts(in_=len(ids), out=questions, rejected=rejected), seed=section.seed,
-               timings=timings, extra={"candidates": table.num_rows, "mean_accuracy": accuracy})
+               counts=StageCounts(in_=len(ids), out=questions, rejected=rejected, pending=pending),
+               seed=section.seed, timings=timings, extra=extra)
+    if pending:
+        logger.warning("%s is incomplete: %s", run.path(ARTIFACT), extra["resume"])
+        return
     say("candidates: %d for %d questions, mean accuracy %s -> %s", table.num_rows, questions,
         None if accuracy is None else f"{accuracy:.3f}", run.path(ARTIFACT))
 

@@ -25,11 +25,15 @@ ground truth"). The SFT data then holds, per example (section 3.2):
 Row ids: every row keeps the example's ``id``; ``(id, mode)`` is unique in sft_data, so every row
 traces back to its example and the modes of an example stay paired.
 
-Rejections (``<run>/rejected/distill``, reason column): an unusable example (bad row, unreadable
-image) before any request; "teacher error after retries: ..."; "no answer marker in teacher
-output"; "teacher gave no reasoning steps"; "teacher answer wrong: got X, expected Y". A reply
-that the ``Budget`` stopped produces neither rows nor a rejection: the outcome is ``pending``, for
-a rerun to finish.
+Rejections (``<run>/rejected/distill``, reason column) are final, for what is wrong with the
+example or the teacher's answer to it: an unusable example (bad row, unreadable image) before any
+request; "teacher error after retries: ..." (a request the endpoint refused, such as a 400);
+"no answer marker in teacher output"; "teacher gave no reasoning steps"; "teacher answer wrong: got
+X, expected Y". A failure that is not the example's, a call the ``Budget`` stopped or a transport
+failure that outlasted the client's retries (429, 5xx, timeouts, lost connections), produces
+neither rows nor a rejection: the outcome is ``pending``, for a rerun to ask again; with
+``give_up_pending`` it becomes a rejection, "transport: ...", and the example's ground-truth rows
+are written as for any rejected rationale.
 """
 
 from __future__ import annotations
@@ -40,11 +44,19 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from reasoner.answers import extract_answer, is_correct, predicted_letter, score
-from reasoner.options import check, option
+from reasoner.options import check, derived, option
 from reasoner.data.examples import as_python, example_problem
 from reasoner.prompts import CAPTION_PROMPT, build_prompt, format_cot
 from reasoner.schema import rejected_row
-from reasoner.teacher import Budget, GroundTruthTeacher, OpenAITeacher, Teacher, TeacherReply
+from reasoner.teacher import (
+    Budget,
+    DurableBudget,
+    GroundTruthTeacher,
+    OpenAITeacher,
+    SharedBudget,
+    Teacher,
+    TeacherReply,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +64,7 @@ STAGE = "distill"
 NO_MARKER = "no answer marker in teacher output"
 NO_STEPS = "teacher gave no reasoning steps"
 TEACHER_ERROR = "teacher error after retries"
+TRANSPORT = "transport"  # the reason's prefix of a pending example given up on (give_up_pending)
 
 _MARKER = re.compile(r"###\s*answer\s*:", re.IGNORECASE)  # as reasoner.answers.extract_answer
 _BULLET = re.compile(r"^(?:[-*\u2022]\s+|(?:step\s*)?\d{1,2}[.):]\s+)", re.IGNORECASE)
@@ -63,7 +76,8 @@ class DistillConfig:
 
     # How the work is run, not what it makes: a rerun may change these and resume the artifact.
     OPERATIONAL: ClassVar[tuple[str, ...]] = ("max_concurrency", "max_retries", "timeout_s", "max_requests",
-                                              "max_tokens_budget", "examples_per_part", "num_workers")
+                                              "max_tokens_budget", "examples_per_part", "num_workers",
+                                              "give_up_pending")
 
     teacher: Literal["openai", "ground_truth"] = option(
         "ground_truth", "'openai': an OpenAI-compatible endpoint (GPT-4o, a vLLM server); 'ground_truth': the "
@@ -77,10 +91,16 @@ class DistillConfig:
     max_concurrency: int = option(16, "teacher requests in flight at once, per worker")
     max_retries: int = option(5, "retries of a failed request (429, 5xx, timeouts) by the openai client")
     timeout_s: float = option(60.0, "seconds per request attempt")
-    max_requests: int | None = option(None, "stop asking after this many requests, per worker (null: no limit)")
+    max_requests: int | None = option(
+        None, "stop asking after this many requests in all, over every worker, restart and rerun of the run's "
+        "distill stage (spending is kept in <run>/_budget/distill.json, which overwrite=true keeps too; raise the "
+        "limit to send more). The examples not asked stay pending (null: no limit)")
     max_tokens_budget: int | None = option(
-        None, "stop asking once this many prompt + completion tokens are spent, per worker (null: no limit)")
-    correct_threshold: float = option(0.5, "a rationale is kept when its answer's score is >= this, in [0, 1]")
+        None, "stop asking once this many prompt + completion tokens are spent in all, kept as max_requests is "
+        "(may overshoot by the replies in flight; null: no limit)")
+    correct_threshold: float = derived(
+        0.5, "a rationale is kept when its answer's score is >= this (the run config's top-level correct_threshold)",
+        "correct_threshold")
     include_direct: bool = option(True, "also write a direct row (the ground-truth short answer) per usable example")
     include_caption: bool = option(
         True, "also write a caption row (prompt 'Describe the image.', completion the example's caption) per usable "
@@ -92,6 +112,10 @@ class DistillConfig:
     max_examples: int | None = option(None, "distill at most this many examples, a fixed subset mixing families (null: all)")
     examples_per_part: int = option(256, "examples per batch and Parquet part (the unit of resumable work)")
     num_workers: int = option(1, "Ray Data workers calling the teacher (each with max_concurrency requests)")
+    give_up_pending: bool = option(
+        False, "reject (reason 'transport: ...') the examples whose request failed after the retries (429, 5xx, "
+        "timeouts) or found the budget spent, so the stage completes without them; false: they stay pending, "
+        "the stage is incomplete, and a rerun asks again")
 
     def __post_init__(self) -> None:
         check(self.teacher in ("openai", "ground_truth"), "teacher", self.teacher,
@@ -119,7 +143,7 @@ class DistillConfig:
         for name in ("examples_per_part", "num_workers"):
             check(_integer(getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
                   "use an integer >= 1")
-        for name in ("include_direct", "include_caption", "answer_hint"):
+        for name in ("include_direct", "include_caption", "answer_hint", "give_up_pending"):
             check(isinstance(getattr(self, name), bool), name, getattr(self, name), "use true or false")
 
 
@@ -131,7 +155,7 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def make_teacher(config: DistillConfig, budget: Budget | None = None) -> Teacher:
+def make_teacher(config: DistillConfig, budget: Budget | SharedBudget | None = None) -> Teacher:
     """The teacher ``config`` names; an OpenAI teacher gets ``budget`` or one from the config."""
     if config.teacher == "ground_truth":
         return GroundTruthTeacher()
@@ -150,13 +174,15 @@ class DistillOutcome:
     ``include_direct``, a caption row if ``include_caption`` and the example has a caption).
     ``rejected``: a row of the rejected artifact if the example or its rationale was rejected
     (the direct and caption rows may still be in ``rows``). ``pending``: the budget stopped the
-    request; neither rows nor a rejection, so a rerun asks again.
+    request or a transport failure outlasted the retries (``pending_reason``: "budget" or
+    "transport"); neither rows nor a rejection, so a rerun asks again.
     """
 
     id: str | None
     rows: list[dict] = field(default_factory=list)
     rejected: dict | None = None
     pending: bool = False
+    pending_reason: Literal["budget", "transport"] | None = None
 
     @property
     def kept(self) -> bool:
@@ -214,10 +240,14 @@ def _cot_row(example: dict, reply: TeacherReply, config: DistillConfig) -> tuple
 
 def _outcome(example: dict, reply: TeacherReply, config: DistillConfig) -> DistillOutcome:
     """The outcome of a usable example given the teacher's reply."""
-    if reply.budget_exhausted:
-        return DistillOutcome(example["id"], pending=True)
+    if reply.pending and not config.give_up_pending:
+        return DistillOutcome(example["id"], pending=True,
+                              pending_reason="budget" if reply.budget_exhausted else "transport")
     rows = []
-    cot, reason = _cot_row(example, reply, config)
+    if reply.pending:
+        cot, reason = None, f"{TRANSPORT}: {reply.error}"
+    else:
+        cot, reason = _cot_row(example, reply, config)
     if cot is not None:
         rows.append(cot)
     if config.include_direct:
@@ -236,7 +266,8 @@ def distill_rows(example: dict, reply: TeacherReply, config: DistillConfig) -> D
     """The sft_data rows and the rejection of one example, given the teacher's ``reply``.
 
     An unusable example (``example_problem``) is rejected whatever the reply. A
-    budget-exhausted reply makes the outcome pending. Otherwise the rationale is kept as a CoT
+    budget-exhausted or transient reply makes the outcome pending (a rejection "transport: ..."
+    with ``give_up_pending``). Otherwise the rationale is kept as a CoT
     row if ``is_correct(score(extract_answer(reply.text), answers, metric, choices), metric)``
     (with ``config.correct_threshold``); the direct row is added if ``include_direct``, the caption
     row if ``include_caption`` and the example has a caption.
@@ -265,7 +296,7 @@ async def distill_examples(examples: list[dict], teacher: Teacher, config: Disti
     kept = sum(o.kept for o in outcomes)
     pending = sum(o.pending for o in outcomes)
     rejected = sum(o.rejected is not None for o in outcomes)
-    logger.info("distilled %d examples: %d rationales kept, %d rejected, %d pending (budget)",
+    logger.info("distilled %d examples: %d rationales kept, %d rejected, %d pending (budget or transport)",
                 len(examples), kept, rejected, pending)
     return outcomes
 
@@ -273,13 +304,20 @@ async def distill_examples(examples: list[dict], teacher: Teacher, config: Disti
 class DistillWorker:
     """Ray Data actor: distill a batch of examples and write it as one part of ``<run>/sft_data``.
 
-    Rows left pending by a spent budget are written nowhere, so a rerun asks about them again.
-    Returns one summary row per batch, which the driver adds up.
+    The part holds the rows and the rejections of the batch, committed together
+    (``RunDir.write_batch``); examples left pending (budget, transport) are written nowhere, so a
+    rerun asks about them again. ``budget``: what the OpenAI teacher spends from (the job's
+    ``SharedBudget``); None: a ``DurableBudget`` of this process over the run's ledger. Returns one
+    summary row per batch, which the driver adds up.
     """
 
-    def __init__(self, run, config: DistillConfig, artifact: str = "sft_data") -> None:
+    def __init__(self, run, config: DistillConfig, artifact: str = "sft_data",
+                 budget: Budget | SharedBudget | None = None) -> None:
         self.run, self.config, self.artifact = run, config, artifact
-        self.teacher = make_teacher(config, Budget(config.max_requests, config.max_tokens_budget))
+        limited = config.max_requests is not None or config.max_tokens_budget is not None
+        if budget is None and config.teacher == "openai" and limited:
+            budget = DurableBudget(run, STAGE, config.max_requests, config.max_tokens_budget)
+        self.teacher = make_teacher(config, budget)
 
     def __call__(self, batch: dict) -> dict[str, list]:
         import asyncio
@@ -289,8 +327,11 @@ class DistillWorker:
         examples = rows_from_batch(batch)
         outcomes = asyncio.run(distill_examples(examples, self.teacher, self.config))
         done = [o for o in outcomes if not o.pending]
-        part = self.run.write_batch(self.artifact, STAGE, [o.id for o in done],
+        ids = [e["id"] for e in examples if e.get("id") is not None]
+        part = self.run.write_batch(self.artifact, STAGE, ids,
                                     [row for o in done for row in o.rows],
                                     [o.rejected for o in done if o.rejected is not None], schema_name="sft_data")
         return {"part": [part], "examples": [len(examples)], "kept": [sum(o.kept for o in done)],
-                "rejected": [sum(o.rejected is not None for o in done)], "pending": [len(outcomes) - len(done)]}
+                "rejected": [sum(o.rejected is not None for o in done)],
+                "pending_budget": [sum(o.pending_reason == "budget" for o in outcomes)],
+                "pending_transport": [sum(o.pending_reason == "transport" for o in outcomes)]}

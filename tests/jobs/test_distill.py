@@ -31,7 +31,7 @@ def test_ground_truth_teacher_keeps_every_rationale(fresh_run) -> None:
         else:
             assert row["completion"] == example["answers"][0]
     manifest = run.manifest("sft_data")
-    assert manifest["counts"] == {"in": len(train), "out": len(train), "rejected": 0}
+    assert manifest["counts"] == {"in": len(train), "out": len(train), "rejected": 0, "pending": 0}
     assert manifest["rows"] == {"cot": len(train), "direct": len(train), "caption": len(train)}
 
 
@@ -45,10 +45,12 @@ def test_teacher_over_http_rejects_wrong_answers_and_budget_resumes(fresh_run) -
     with GroundTruthChatServer({e["question"]: e["rationale"] for e in train}, wrong=wrong) as server:
         base = ["distill.teacher=openai", f"distill.base_url={server.url}/v1", "distill.model=teacher",
                 "distill.examples_per_part=10"]
-        # A budget of 5 requests: the stage stops cleanly, incomplete, with 5 examples handled.
+        # A budget of 5 requests: the stage stops cleanly, incomplete, with 5 examples handled and
+        # the rest counted as pending.
         distill.main(run_config(fresh_run, *base, "distill.max_requests=5"))
         assert run.manifest("sft_data") is None
-        assert len(run.done_ids("sft_data", "distill")) == 5
+        assert len(run.done_ids("sft_data", "distill")) == 5 and len(server.requests) == 5
+        assert run.progress("sft_data")["counts"]["pending"] == len(train) - 5
         # A budget is how the work runs, not what it makes: the rerun without one finishes the rest.
         distill.main(run_config(fresh_run, *base))
         replies = {e["id"]: server.reply_for(e["question"]) for e in train}
@@ -63,4 +65,5 @@ def test_teacher_over_http_rejects_wrong_answers_and_budget_resumes(fresh_run) -
     assert {r["id"] for r in rejected} == {e["id"] for e in train} - expected_kept
     assert all(r["reason"].startswith("teacher answer wrong") for r in rejected)
     assert run.manifest("sft_data")["counts"] == {"in": len(train), "out": len(expected_kept),
-                                                  "rejected": len(train) - len(expected_kept)}
+                                                  "rejected": len(train) - len(expected_kept), "pending": 0}
+    assert run.progress("sft_data") is None

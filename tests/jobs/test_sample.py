@@ -39,7 +39,7 @@ def test_candidates_resume_and_schema(fresh_run, tiny_model_dir) -> None:
         assert math.isfinite(r["cumulative_logprob"]) and r["cumulative_logprob"] <= 0
         assert r["correct"] == (r["score"] >= 0.5)
     manifest = run.manifest("candidates")
-    assert manifest["counts"] == {"in": 6, "out": 6, "rejected": 0}
+    assert manifest["counts"] == {"in": 6, "out": 6, "rejected": 0, "pending": 0}
     assert len(run.parts("candidates")) == 2
 
     # Sampling is seeded per question: the same config makes the same candidates. A rerun with a

@@ -72,6 +72,7 @@ def test_config_defaults_and_help():
     ("teacher", "gpt"), ("model", ""), ("base_url", "127.0.0.1:8000"), ("temperature", -1),
     ("max_tokens", 0), ("max_concurrency", 0), ("max_retries", -1), ("timeout_s", 0),
     ("max_requests", -5), ("max_tokens_budget", 1.5), ("correct_threshold", 2.0), ("include_direct", "yes"),
+    ("give_up_pending", "yes"),
 ])
 def test_bad_config_values_name_field_and_value(field, value):
     with pytest.raises(ConfigError, match="^" + re.escape(f"{field}={value!r}")):
@@ -150,7 +151,23 @@ def test_rows_from_ray_data_with_numpy_lists_work(examples):
 
 def test_budget_exhausted_is_pending_not_rejected(examples):
     outcome = distill_rows(examples[0], reply(None, error=BUDGET_EXHAUSTED, budget_exhausted=True), DistillConfig())
-    assert outcome.pending and outcome.rows == [] and outcome.rejected is None
+    assert outcome.pending and outcome.rows == [] and outcome.rejected is None and outcome.pending_reason == "budget"
+
+
+def test_transport_failures_are_pending_unless_given_up(examples):
+    example = next(e for e in examples if e["choices"] is None)
+    lost = reply(None, error="RateLimitError (HTTP 429): slow down", transient=True)
+    outcome = distill_rows(example, lost, DistillConfig())
+    assert outcome.pending and outcome.pending_reason == "transport" and not outcome.rows and not outcome.rejected
+    # Given up on: a final rejection, and the ground-truth rows as for any rejected rationale.
+    for failed, error in ((lost, "RateLimitError (HTTP 429): slow down"),
+                          (reply(None, error=BUDGET_EXHAUSTED, budget_exhausted=True), BUDGET_EXHAUSTED)):
+        outcome = distill_rows(example, failed, DistillConfig(give_up_pending=True))
+        assert not outcome.pending and outcome.rejected["reason"] == f"transport: {error}"
+        assert [r["mode"] for r in outcome.rows] == ["direct", "caption"]
+    # A final error (the endpoint refused the request) is a rejection either way.
+    refused = distill_rows(example, reply(None, error="BadRequestError (HTTP 400): bad"), DistillConfig())
+    assert refused.rejected["reason"] == "teacher error after retries: BadRequestError (HTTP 400): bad"
 
 
 def test_correct_threshold_decides_partial_scores(examples):
@@ -219,6 +236,20 @@ def test_every_example_ends_kept_or_rejected_with_its_reason(examples):
     validate_rows(rows, "sft_data")
     assert len({(r["id"], r["mode"]) for r in rows}) == len(rows)
     validate_rows([o.rejected for o in outcomes if o.rejected], "rejected")
+
+
+def test_a_flaky_endpoint_leaves_examples_pending_not_rejected(examples):
+    plain = [e for e in examples if e["choices"] is None][:3]
+    lost = plain[0]  # both attempts fail: pending; the others get through on the retry
+    match = {question_key(lost): [Fault.error(503), Fault.rate_limit(retry_after=1)],
+             question_key(plain[1]): [Fault.error(500)], question_key(plain[2]): [Fault.stall(2.0)]}
+    with GroundTruthChatServer(rationale_table(examples)) as server, \
+            FaultProxy(server.url, match=match) as proxy:
+        config = openai_config(proxy.url, max_retries=1, timeout_s=1.0)
+        outcomes = asyncio.run(distill_examples(plain, make_teacher(config), config))
+    assert [o.pending for o in outcomes] == [True, False, False]
+    assert outcomes[0].pending_reason == "transport" and not outcomes[0].rows and outcomes[0].rejected is None
+    assert all(o.kept for o in outcomes[1:])
 
 
 def test_budget_leaves_the_rest_pending_for_a_rerun(examples):

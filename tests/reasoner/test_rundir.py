@@ -1,5 +1,6 @@
 """Run directories on local disk and on S3 (moto's server on 127.0.0.1): parts, manifests,
-config mismatch refusal, rejected rows."""
+config mismatch refusal, rejected rows, parts that commit their rows and rejections together (failed
+at each step by the fault switch), and stages left incomplete with inputs pending."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from reasoner.rundir import MANIFEST, ConfigMismatchError, RunDir, RunDirError, StageCounts
+from reasoner.faults import Fault, InjectedFault
+from reasoner.faults import parse as parse_faults
+from reasoner.rundir import MANIFEST, ConfigMismatchError, RunDir, RunDirError, StageCounts, batch_part_name
 from reasoner.schema import SchemaError
 
 
@@ -129,6 +132,10 @@ def test_local_writes_leave_no_temporary_files(tmp_path) -> None:
     run.write_part("a", "part-00000", pa.table({"x": [1]}))
     run.write_json({"k": 1}, "a", MANIFEST)
     assert sorted(os.listdir(tmp_path / "r" / "a")) == [MANIFEST, "part-00000.parquet"]
+    part = run.write_batch("a", "s", ["i"], [{"id": "i"}])
+    assert os.listdir(tmp_path / "r" / "a" / "_staging") == []  # the workers' (kept while they run)
+    run.recover("a")
+    assert sorted(os.listdir(tmp_path / "r" / "a")) == [MANIFEST, "part-00000.parquet", f"{part}.parquet"]
 
 
 def test_s3_uri_with_endpoint_in_the_query(s3_server) -> None:
@@ -145,3 +152,137 @@ def test_bad_uri_is_a_clear_error() -> None:
         RunDir("nosuchscheme://bucket/run")
     with pytest.raises(RunDirError, match="run_dir is empty"):
         RunDir("")
+
+
+# --- parts that commit their rows and rejections together, and the fault switch ------------------
+
+POINTS = ["after_rejected", "after_rows", "after_commit", "mid_publish", "after_publish"]
+
+
+def _rows(ids: list[str]) -> list[dict]:
+    return [{"id": i, "value": k} for k, i in enumerate(ids)]
+
+
+def _rejections(ids: list[str], stage: str = "distill") -> list[dict]:
+    from reasoner.schema import rejected_row
+
+    return [rejected_row({"id": i}, stage, "teacher answer wrong") for i in ids]
+
+
+def _with_faults(run: RunDir, spec: str) -> RunDir:
+    """The same run directory, with the fault switch set to ``spec``."""
+    return RunDir(run.uri, filesystem=run.filesystem, faults=spec)
+
+
+def _ids(run: RunDir, artifact: str) -> list[str]:
+    if not run.parts(artifact):
+        return []
+    return sorted(run.read_table(artifact, columns=["id"], require_complete=False).column("id").to_pylist())
+
+
+def test_write_batch_commits_rows_and_rejections_together(run: RunDir) -> None:
+    # Every input of the batch names the part, also one with neither rows nor a rejection (pending).
+    part = run.write_batch("sft", "distill", ["a", "b", "c", "p"], _rows(["a", "b"]), _rejections(["b", "c"]))
+    assert part == batch_part_name(["p", "c", "b", "a"])
+    assert run.parts("sft") == run.parts("rejected/distill") == [f"{part}.parquet"]
+    assert _ids(run, "sft") == ["a", "b"] and _ids(run, "rejected/distill") == ["b", "c"]
+    assert run.done_ids("sft", "distill") == {"a", "b", "c"}
+    assert not run.exists("sft", "_staging")
+    # A batch with no rejections writes no rejected part.
+    other = run.write_batch("sft", "distill", ["d"], _rows(["d"]))
+    assert f"{other}.parquet" not in run.parts("rejected/distill")
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_write_batch_that_fails_leaves_whole_parts_only(run: RunDir, point: str) -> None:
+    faulty = _with_faults(run, f"rundir.write_batch:{point}:2")
+    faulty.write_batch("sft", "distill", ["a", "b"], _rows(["a", "b"]), _rejections(["b"]))
+    with pytest.raises(InjectedFault, match=point):
+        faulty.write_batch("sft", "distill", ["c", "d"], _rows(["c", "d"]), _rejections(["d"]))
+    if point in ("after_rejected", "after_rows", "after_commit"):
+        # Nothing of the failed part is visible to readers yet: it is staged under "_staging".
+        assert _ids(run, "sft") == ["a", "b"] and _ids(run, "rejected/distill") == ["b"]
+    committed = point not in ("after_rejected", "after_rows")
+    # done_ids settles first: a committed part is put in place, an uncommitted one deleted.
+    assert run.done_ids("sft", "distill") == ({"a", "b", "c", "d"} if committed else {"a", "b"})
+    assert _ids(run, "sft") == (["a", "b", "c", "d"] if committed else ["a", "b"])
+    assert _ids(run, "rejected/distill") == (["b", "d"] if committed else ["b"])
+    assert not run.exists("sft", "_staging")
+    # The fault fired once for this run directory: the same switch does not fire again.
+    again = _with_faults(run, f"rundir.write_batch:{point}:2")
+    for i in ("e", "f"):
+        again.write_batch("sft", "distill", [i], _rows([i]))
+    assert {"e", "f"} <= run.done_ids("sft", "distill") and run.exists("_faults")
+
+
+def test_a_batch_run_again_replaces_its_part(run: RunDir) -> None:
+    # Ray runs a batch again when its worker died: the second attempt may come out otherwise.
+    run.write_batch("sft", "distill", ["a", "b"], _rows(["a"]), _rejections(["b"]))
+    run.write_batch("sft", "distill", ["a", "b"], _rows(["a", "b"]))
+    assert _ids(run, "sft") == ["a", "b"] and _ids(run, "rejected/distill") == []
+    # An attempt that died committed but not in place is put in place, then replaced.
+    faulty = _with_faults(run, "rundir.write_batch:after_commit:1")
+    with pytest.raises(InjectedFault):
+        faulty.write_batch("sft", "distill", ["x", "y"], _rows(["x"]), _rejections(["y"]))
+    run.write_batch("sft", "distill", ["x", "y"], _rows(["x", "y"]))
+    assert _ids(run, "sft") == ["a", "b", "x", "y"] and _ids(run, "rejected/distill") == []
+
+
+def test_finish_refuses_parts_not_in_place(run: RunDir) -> None:
+    run.begin("sft", {}, "h")
+    faulty = _with_faults(run, "rundir.write_batch:after_commit:1")
+    with pytest.raises(InjectedFault):
+        faulty.write_batch("sft", "distill", ["a"], _rows(["a"]))
+    with pytest.raises(RunDirError, match="recover"):
+        run.finish("sft", stage="distill", config={}, config_hash="h", counts=StageCounts(1, 1))
+    assert run.recover("sft") == 1
+    run.finish("sft", stage="distill", config={}, config_hash="h", counts=StageCounts(1, 1))
+    assert run.read_table("sft").column("id").to_pylist() == ["a"]
+
+
+def test_a_stage_with_pending_inputs_stays_incomplete(run: RunDir) -> None:
+    run.begin("sft", {"a": 1}, "h")
+    run.write_batch("sft", "distill", ["a", "b", "c", "d"], _rows(["a", "b"]), _rejections(["c"]))
+    resume = "1 of 4 examples pending: run the distill stage again"
+    record = run.finish("sft", stage="distill", config={"a": 1}, config_hash="h",
+                        counts=StageCounts(4, 2, 1, pending=1), extra={"resume": resume})
+    assert record["complete"] is False and record["counts"] == {"in": 4, "out": 2, "rejected": 1, "pending": 1}
+    assert run.manifest("sft") is None and run.progress("sft") == record and not run.is_complete("sft")
+    with pytest.raises(RunDirError, match=f"sft is incomplete: {resume}"):
+        run.require("sft")
+    assert run.begin("sft", {"a": 1}, "h") is True  # a rerun has work to do
+    run.write_batch("sft", "distill", ["d"], _rows(["d"]))
+    manifest = run.finish("sft", stage="distill", config={"a": 1}, config_hash="h",
+                          counts=StageCounts(4, 3, 1, pending=0))
+    assert "complete" not in manifest and manifest["counts"]["pending"] == 0
+    assert run.manifest("sft") == manifest and run.progress("sft") is None and not run.exists("sft", "_progress.json")
+
+
+def test_a_fault_during_the_manifest_leaves_no_manifest(run: RunDir) -> None:
+    faulty = _with_faults(run, "rundir.finish:before_manifest:1")
+    faulty.begin("x", {}, "h")
+    with pytest.raises(InjectedFault):
+        faulty.finish("x", stage="s", config={}, config_hash="h", counts=StageCounts())
+    assert run.manifest("x") is None
+    faulty.finish("x", stage="s", config={}, config_hash="h", counts=StageCounts())  # fired once
+    assert run.manifest("x") is not None
+
+
+def test_the_fault_switch_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch) -> None:
+    assert parse_faults("rundir.write_batch:after_rows:2, rundir.finish:before_manifest:1:exit") == (
+        Fault("rundir.write_batch:after_rows", 2, "raise"), Fault("rundir.finish:before_manifest", 1, "exit"))
+    assert parse_faults(None) == parse_faults("") == ()
+    for bad in ("rundir.write_batch:after_rows", "rundir.write_batch:after_rows:0", "rundir.nowhere:1",
+                "rundir.write_batch:after_rows:1:explode"):
+        with pytest.raises(ValueError, match="REASONER_FAULT"):
+            parse_faults(bad)
+    monkeypatch.setenv("REASONER_FAULT", "rundir.write_batch:after_row:1")
+    with pytest.raises(RunDirError, match=r"REASONER_FAULT=.*after_row:1.*is not <point>:<n>"):
+        RunDir(str(tmp_path / "r"))
+    monkeypatch.setenv("REASONER_FAULT", "rundir.write_batch:after_rows:1")
+    run = RunDir(str(tmp_path / "r"))
+    assert run.faults == "rundir.write_batch:after_rows:1"
+    assert RunDir(str(tmp_path / "r"), faults="").faults == ""
+    with pytest.raises(InjectedFault):
+        run.write_batch("sft", "distill", ["a"], _rows(["a"]))
+    assert run.done_ids("sft", "distill") == set()

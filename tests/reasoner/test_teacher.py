@@ -14,8 +14,10 @@ from reasoner.prompts import ANSWER_MARKER, format_question
 from reasoner.teacher import (
     BUDGET_EXHAUSTED,
     Budget,
+    DurableBudget,
     GroundTruthTeacher,
     OpenAITeacher,
+    SharedBudget,
     Teacher,
     distillation_messages,
     image_data_url,
@@ -210,3 +212,73 @@ def test_concurrency_is_bounded(examples):
         replies = run(teacher_at(server.url, max_concurrency=3).generate_many(examples[:9]))
     assert all(r.ok for r in replies)
     assert server.max_in_flight == 3
+
+
+# --- what stays pending, and budgets that outlive a process -------------------------------------
+
+
+@pytest.mark.parametrize("faults, transient", [
+    ([Fault.error(500)] * 2, True), ([Fault.rate_limit(retry_after=1)] * 2, True),
+    ([Fault.stall(2.0)] * 2, True), ([Fault.drop()] * 2, True),
+    ([Fault.error(401)], True), ([Fault.error(404)], True),  # a key or a model to fix, then rerun
+    ([Fault.error(400)], False), ([Fault.error(422)], False),  # the request itself: final
+], ids=["5xx", "429", "stall", "drop", "401", "404", "400", "422"])
+def test_transport_failures_after_the_retries_leave_the_example_pending(server, examples, faults, transient):
+    with FaultProxy(server.url, faults) as proxy:
+        reply = run(teacher_at(proxy.url, max_retries=1, timeout_s=1.0).generate(examples[0]))
+    assert reply.text is None and reply.transient is transient and reply.pending is transient
+    assert not reply.budget_exhausted and proxy.count == len(faults)
+
+
+def test_durable_budget_is_spent_across_restarts(tmp_path):
+    from reasoner.rundir import RunDir
+
+    rundir = RunDir(str(tmp_path / "run"))
+    budget = DurableBudget(rundir, "distill", max_requests=3)
+    assert budget.try_reserve() and budget.try_reserve()
+    budget.record(40)
+    assert rundir.read_json("_budget", "distill.json") == {
+        "stage": "distill", "requests": 2, "tokens": 40, "max_requests": 3, "max_tokens": None}
+    # A restarted process (or a rerun) reads what was spent: one request left.
+    again = DurableBudget(rundir, "distill", max_requests=3)
+    assert (again.requests, again.tokens) == (2, 40)
+    assert again.try_reserve() and not again.try_reserve()
+    assert rundir.read_json("_budget", "distill.json")["requests"] == 3
+    # The limits are the caller's: a higher one lets the difference through; tokens count too.
+    more = DurableBudget(rundir, "distill", max_requests=5, max_tokens=41)
+    assert more.try_reserve()
+    more.record(1)
+    assert more.exhausted and not more.try_reserve() and more.requests == 4
+
+
+def test_durable_budget_does_not_count_a_request_it_could_not_write_down(tmp_path):
+    class Unwritable:
+        def read_json(self, *parts):
+            return None
+
+        def write_json(self, data, *parts):
+            raise OSError(28, "No space left on device")
+
+    budget = DurableBudget(Unwritable(), "distill", max_requests=2)
+    with pytest.raises(OSError, match="No space"):
+        budget.try_reserve()
+    assert budget.requests == 0
+
+
+def test_a_shared_budget_is_spent_through_its_holder(server, examples):
+    class Method:  # what SharedBudget uses of a Ray actor method: .remote(...) returns an awaitable
+        def __init__(self, fn):
+            self.fn = fn
+
+        def remote(self, *args):
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(self.fn(*args))
+            return future
+
+    holder = Budget(max_requests=3)
+    handle = type("Handle", (), {})()
+    handle.try_reserve, handle.record = Method(holder.try_reserve), Method(holder.record)
+    teachers = [teacher_at(server.url, budget=SharedBudget(handle)) for _ in range(2)]
+    replies = run(teachers[0].generate_many(examples[:2])) + run(teachers[1].generate_many(examples[2:4]))
+    assert [r.ok for r in replies] == [True, True, True, False] and replies[3].budget_exhausted
+    assert holder.requests == 3 and holder.tokens == sum(r.prompt_tokens + r.completion_tokens for r in replies)

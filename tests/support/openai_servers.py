@@ -9,8 +9,9 @@ requests it saw and its largest number of requests in flight.
 
 ``FaultProxy`` sits in front of any such server and injects faults in a deterministic order:
 429 with ``Retry-After`` / ``retry-after-ms``, any status code, a stall longer than the client's
-timeout, a dropped connection. It records every request it saw (arrival and response times, the
-fault applied), so tests can count retries and measure the gap after a 429.
+timeout, a dropped connection; or, with ``rate``, a seeded random share of the requests fail with
+faults drawn from ``pool`` (a flaky endpoint). It records every request it saw (arrival and
+response times, the fault applied), so tests can count retries and measure the gap after a 429.
 
 Both run an aiohttp application in a thread of their own with its own event loop, on a port the
 OS picks, and are context managers::
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import socket
 import threading
 import time
@@ -295,16 +297,23 @@ class FaultProxy(_ThreadedApp):
             forward that request); once used up, every request is forwarded.
         match: text -> faults for the requests whose messages contain that text (e.g. a question),
             applied to that text's 1st, 2nd, ... request; the longest matching key wins.
+        rate, pool, seed: each request that the above leave unfaulted fails with probability
+            ``rate``, with a fault drawn from ``pool`` (``random.Random(seed)``, in arrival order:
+            deterministic when requests arrive one at a time).
 
     ``events`` lists every request seen, ``count`` is how many.
     """
 
     def __init__(self, upstream: str, faults: Sequence[Fault | None] = (), *,
-                 match: Mapping[str, Sequence[Fault | None]] | None = None) -> None:
+                 match: Mapping[str, Sequence[Fault | None]] | None = None, rate: float = 0.0,
+                 pool: Sequence[Fault] = (), seed: int = 0) -> None:
         super().__init__()
+        if rate and not pool:
+            raise ValueError("FaultProxy: a fault rate needs a pool of faults to draw from")
         self.upstream = upstream.rstrip("/")
         self._sequence, self._position = list(faults), 0
         self._match = {k: list(v) for k, v in (match or {}).items()}
+        self._rate, self._pool, self._random = rate, list(pool), random.Random(seed)
         self._used: dict[str, int] = defaultdict(int)
         self.events: list[ProxyEvent] = []
         self._session: aiohttp.ClientSession | None = None
@@ -331,6 +340,12 @@ class FaultProxy(_ThreadedApp):
         return app
 
     def _next_fault(self, key: str | None) -> Fault | None:
+        fault = self._scripted_fault(key)
+        if fault is None and self._rate and self._random.random() < self._rate:
+            fault = self._random.choice(self._pool)
+        return fault
+
+    def _scripted_fault(self, key: str | None) -> Fault | None:
         if key is not None:
             faults, used = self._match[key], self._used[key]
             self._used[key] += 1
