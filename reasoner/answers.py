@@ -49,7 +49,20 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
 
 
-def is_correct(score: float, metric: str, threshold: float = 0.5) -> bool:
+CORRECT_THRESHOLD = 0.5
+"""The recipe's definition of correct: a score at least this (the run config's ``correct_threshold``)."""
+
+
+def correct_threshold_field(what: str = "an answer counts as correct") -> float:
+    """The ``correct_threshold`` field of a stage's config section: set from the run config's one
+    top-level key (``reasoner.options.derived``), passed directly by library callers."""
+    from reasoner.options import derived
+
+    return derived(CORRECT_THRESHOLD, f"score at which {what} (the run config's top-level correct_threshold)",
+                   "correct_threshold")
+
+
+def is_correct(score: float, metric: str, threshold: float = CORRECT_THRESHOLD) -> bool:
     """Whether a ``score`` of ``metric`` counts as correct: ``score >= threshold``.
 
     This is the one definition of "correct" for filtering and pairing. With the default 0.5 a

@@ -27,6 +27,7 @@ from reasoner.options import (
     section,
     to_dict,
 )
+from reasoner.answers import CORRECT_THRESHOLD
 from reasoner.data.readers import DATASETS
 from reasoner.data.synthetic import SuiteConfig
 from reasoner.models.engine import EngineConfig
@@ -141,8 +142,8 @@ class RunConfig:
         False, "rebuild an artifact that was made with another config (default: refuse, naming the artifact)")
     stages: list[str] = option(list(DEFAULT_STAGES), "the stages jobs.pipeline runs, in recipe order")
     correct_threshold: float = option(
-        0.5, "the one definition of a correct answer: its score (reasoner.answers.score) is >= this; used by "
-        "distillation's filter, sampling's marks (so pairs), checkpoint selection and every evaluation")
+        CORRECT_THRESHOLD, "the one definition of a correct answer: its score (reasoner.answers.score) is >= "
+        "this; used by distillation's filter, sampling's marks (so pairs), checkpoint selection and every evaluation")
     ray: RaySection = section(RaySection, "Ray cluster")
     cluster: ClusterSection = section(ClusterSection, "the cluster --plan plans the run for")
     examples: ExamplesSection = section(ExamplesSection, "stage make_examples")

@@ -43,8 +43,8 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from reasoner.answers import extract_answer, is_correct, predicted_letter, score
-from reasoner.options import check, derived, option
+from reasoner.answers import correct_threshold_field, extract_answer, is_correct, predicted_letter, score
+from reasoner.options import check, option
 from reasoner.data.examples import as_python, example_problem
 from reasoner.prompts import CAPTION_PROMPT, build_prompt, format_cot
 from reasoner.schema import rejected_row
@@ -98,9 +98,7 @@ class DistillConfig:
     max_tokens_budget: int | None = option(
         None, "stop asking once this many prompt + completion tokens are spent in all, kept as max_requests is "
         "(may overshoot by the replies in flight; null: no limit)")
-    correct_threshold: float = derived(
-        0.5, "a rationale is kept when its answer's score is >= this (the run config's top-level correct_threshold)",
-        "correct_threshold")
+    correct_threshold: float = correct_threshold_field("a rationale is kept")
     include_direct: bool = option(True, "also write a direct row (the ground-truth short answer) per usable example")
     include_caption: bool = option(
         True, "also write a caption row (prompt 'Describe the image.', completion the example's caption) per usable "

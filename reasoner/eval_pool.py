@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reasoner.options import check, derived, option
+from reasoner.answers import correct_threshold_field
+from reasoner.options import check, option
 from reasoner.verify import likelihood_score, sequence_reward, token_rewards
 
 
@@ -47,7 +48,7 @@ class EvaluateConfig:
     served_pool: bool = option(
         True, "also sample a pool from the served app's default generator (serve.generator: the DPO model) and "
         "rerank it the same way, where it differs from the generator (eval/served_pool, served_curves)")
-    correct_threshold: float = derived(0.5, "score at which an answer counts as correct (the run config's top-level correct_threshold)", "correct_threshold")
+    correct_threshold: float = correct_threshold_field()
 
     def __post_init__(self) -> None:
         check(self.questions is None or self.questions >= 1, "questions", self.questions, "use a positive number or null")

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reasoner.answers import extract_answer, is_correct, score
-from reasoner.options import check, derived, option
+from reasoner.answers import correct_threshold_field, extract_answer, is_correct, score
+from reasoner.options import check, option
 from reasoner.prompts import MODES, build_prompt
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class GreedyEvalConfig:
     max_tokens: int = option(256, "most tokens of a reply")
     blind: bool = option(True, "also ask every question with a blank image (modes <mode>_blind): the accuracy "
                                "reached without looking, which a model that reads images beats")
-    correct_threshold: float = derived(0.5, "score at which an answer counts as correct (the run config's top-level correct_threshold)", "correct_threshold")
+    correct_threshold: float = correct_threshold_field()
     image_gain: bool = option(True, "also score each question's ground-truth rationale (CoT prompt) with its "
                                     "image and with a blank one: the log-prob the image adds, in nats. It "
                                     "shows a model starting to read long before greedy accuracy does")

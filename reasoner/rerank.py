@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from reasoner.options import check, derived, option
+from reasoner.answers import correct_threshold_field
+from reasoner.options import check, option
 from reasoner.verify import STRATEGIES
 
 STAGE = "rerank"
@@ -95,10 +96,11 @@ class RerankConfig:
     top_p: float = option(1.0, "nucleus sampling mass")
     max_tokens: int = option(256, "most tokens of a candidate")
     seed: int = option(0, "sampling seed (each question's derives from it and the question id)")
-    correct_threshold: float = derived(0.5, "score at which an answer counts as correct (the run config's top-level correct_threshold)", "correct_threshold")
+    correct_threshold: float = correct_threshold_field()
     token_rewards: bool = option(False, "keep every candidate's tokens and token rewards (large: a float a token)")
     questions_per_part: int = option(64, "questions per batch and Parquet part (the unit of resumable work)")
-    num_engines: int = option(1, "vLLM engines of each pass, one Ray actor each, built as the run's engine section says")
+    num_engines: int = option(1, "vLLM engines of each pass, one Ray actor each, built as the run's engine "
+                                 "section says")
 
     def __post_init__(self) -> None:
         check(self.input is None or (isinstance(self.input, str) and bool(self.input.strip())), "input", self.input,
@@ -130,14 +132,18 @@ def question_problem(example: dict) -> str | None:
     A question without answers is fine: it is reranked, not graded."""
     from reasoner.data.examples import example_problem
 
-    checked = {"source": "input", "split": "test", "choices": None, "rationale": None, **example}
-    if not checked.get("answers"):
-        checked["answers"] = ["(none)"]  # the examples schema wants one; this question is not graded
-    return example_problem(checked)
+    return example_problem({"source": "input", "split": "test", "choices": None, "rationale": None,
+                            **_gradable(example)})
 
 
 def _labelled(example: dict) -> bool:
     return bool(example.get("answers"))
+
+
+def _gradable(example: dict) -> dict:
+    """``example`` as the examples schema and the sampler's grading want it: a question without
+    answers gets a stand-in one (its scores are blanked in :func:`sampled_rows`)."""
+    return example if _labelled(example) else {**example, "answers": ["(none)"]}
 
 
 def sampled_rows(examples: Sequence[dict], candidates: Sequence[dict], reference: Sequence[Any]) -> list[dict]:
@@ -176,7 +182,7 @@ def answer_row(question: dict, scored: Sequence[dict], strategies: Sequence[str]
     ``reasoner.eval_pool.pool_rows`` returns them (reward null without a verifier)."""
     from reasoner.verify import select
 
-    labelled = bool(question.get("answers"))
+    labelled = _labelled(question)
     answers = [c["answer"] for c in scored]
     rewards = [c["reward"] for c in scored] if verifier is not None else None
     control = [c["control"] for c in scored]
@@ -230,10 +236,7 @@ class PoolWorker:
                 usable.append(ex)
             else:
                 rejected.append(rejected_row(ex, self.config.output, problem))
-        # The sampler grades against the answers: an ungraded question gets a stand-in, and its
-        # scores are blanked in sampled_rows.
-        graded = [ex if _labelled(ex) else {**ex, "answers": ["(none)"]} for ex in usable]
-        candidates = self.sampler.sample(graded)
+        candidates = self.sampler.sample([_gradable(ex) for ex in usable])
         reference = score_candidates(self.sampler.llm, usable, candidates)
         rows = sampled_rows(usable, candidates, reference)
         table_rows = pa.Table.from_pylist(rows, schema=SAMPLED_SCHEMA).to_pylist() if rows else []

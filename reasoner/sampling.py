@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from reasoner.answers import extract_answer, is_correct, score
-from reasoner.options import check, derived, option
+from reasoner.answers import correct_threshold_field, extract_answer, is_correct, score
+from reasoner.options import check, option
 from reasoner.prompts import build_prompt
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class SampleConfig:
     top_p: float = option(1.0, "nucleus sampling mass")
     max_tokens: int = option(256, "most tokens a candidate may have")
     seed: int = option(0, "sampling seed (each question's seed derives from it and the question id)")
-    correct_threshold: float = derived(0.5, "a candidate is correct when its score is at least this (the run config's top-level correct_threshold)", "correct_threshold")
+    correct_threshold: float = correct_threshold_field("a candidate is correct")
     questions_per_part: int = option(64, "questions per batch and Parquet part (the unit of resumable work)")
     num_engines: int = option(1, "vLLM engines, one Ray actor each, built as the run's engine section says "
                                  "(GPU: the cluster's GPUs / engine.gpus_per_engine)")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reasoner.answers import correct_threshold_field
 from reasoner.options import check, option
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class SelectConfig:
     max_tokens: int = option(256, "most tokens a candidate may have")
     min_accuracy: float = option(0.25, "a question is uncertain from this sampled accuracy (as pairs.min_accuracy)")
     max_accuracy: float = option(0.85, "up to this sampled accuracy (as pairs.max_accuracy)")
+    correct_threshold: float = correct_threshold_field("a sampled candidate is correct")
 
     def __post_init__(self) -> None:
         check(self.questions >= 1 and self.samples >= 2, "questions/samples", (self.questions, self.samples),
@@ -87,7 +89,8 @@ def score_checkpoint(checkpoint, examples: Sequence[dict[str, Any]], config: Sel
         step = json.load(open(os.path.join(hf_dir, "trainer_state.json"), encoding="utf-8"))["global_step"]
         model_dir = model_of_checkpoint(hf_dir)
     sample = SampleConfig(num_samples=config.samples, temperature=config.temperature,
-                          mc_temperature=config.temperature, max_tokens=config.max_tokens)
+                          mc_temperature=config.temperature, max_tokens=config.max_tokens,
+                          correct_threshold=config.correct_threshold)
     sampler = Sampler(model_dir, sample, engine)
     try:
         candidates = sampler.sample(list(examples))

@@ -73,7 +73,8 @@ def test_one_correct_threshold_for_every_stage() -> None:
     """The top-level key sets every stage's definition of correct; a section may not set its own."""
     config = load_run_config(None, ["correct_threshold=0.7"])
     assert {config.sample.correct_threshold, config.evaluate.correct_threshold, config.rerank.correct_threshold,
-            config.sft.eval.correct_threshold, config.dpo.eval.correct_threshold} == {0.7}
+            config.sft.eval.correct_threshold, config.dpo.eval.correct_threshold,
+            config.sft.select.correct_threshold, config.distill.correct_threshold} == {0.7}
     with pytest.raises(ConfigError, match="sample.correct_threshold: set once for the whole run, by the top-level"):
         load_run_config(None, ["sample.correct_threshold=0.3"])
     with pytest.raises(ConfigError, match="correct_threshold=0.0 is invalid"):
