@@ -112,10 +112,15 @@ def read_artifact_rows(run: RunDir, artifact: str, ids: Iterable[str], rows_per_
     pool of N engines would use one, and a run longer than 30 min would fail on Ray Data's
     no-progress timeout (a task's outputs count only when it ends).
     """
+    return read_rows(run.fs, run.path(artifact), ids, rows_per_block)
+
+
+def read_rows(fs, path: str, ids: Iterable[str], rows_per_block: int | None = None):
+    """:func:`read_artifact_rows` of any Parquet file or directory ``path`` on the filesystem ``fs``."""
     import ray
     from ray.data.expressions import col
 
-    ds = ray.data.read_parquet(run.path(artifact), filesystem=run.fs, file_extensions=["parquet"])
+    ds = ray.data.read_parquet(path, filesystem=fs, file_extensions=["parquet"])
     ds = ds.filter(expr=col("id").is_in(sorted(ids)))
     return ds if rows_per_block is None else ds.repartition(target_num_rows_per_block=rows_per_block)
 

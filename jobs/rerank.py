@@ -30,7 +30,7 @@ from reasoner.models.engine import engine_kwargs, ray_options
 from reasoner.rerank import ANSWERS, REQUIRED_COLUMNS, SAMPLED, STAGE, PoolWorker, RerankConfig, VerifyWorker, summary
 from reasoner.rundir import RunDir, StageCounts
 
-from jobs._common import Timings, begin_stage, parts_poll, progress, run_job, say
+from jobs._common import Timings, begin_stage, parts_poll, progress, read_rows, run_job, say
 
 logger = logging.getLogger("jobs.rerank")
 
@@ -90,7 +90,6 @@ def question_ids(fs: pafs.FileSystem, path: str, name: str, section: RerankConfi
 
 def main(config: RunConfig) -> None:
     import ray
-    from ray.data.expressions import col
 
     section, timings = config.rerank, Timings()
     run = RunDir(config.run_dir)
@@ -127,22 +126,18 @@ def main(config: RunConfig) -> None:
     if todo:
         with timings.step("sample"), progress("sample", parts_poll(run, sampled, section.questions_per_part,
                                                                     len(todo)), unit="questions"):
-            ds = ray.data.read_parquet(path, filesystem=fs, file_extensions=["parquet"])
-            ds = ds.filter(expr=col("id").is_in(todo)).repartition(
-                target_num_rows_per_block=section.questions_per_part)
-            done = ds.map_batches(
+            done = read_rows(fs, path, todo, section.questions_per_part).map_batches(
                 PoolWorker, batch_format="pyarrow", batch_size=section.questions_per_part,
                 fn_constructor_kwargs={"run": run, "artifact": section.generator, "cache_dir": cache_dir,
                                        "config": section, "engine": engine},
                 compute=ray.data.ActorPoolStrategy(size=section.num_engines), **options).take_all()
             logger.info("sampled %d candidates for %d questions; %d rejected", sum(r["candidates"] for r in done),
                         sum(r["questions"] for r in done), sum(r["rejected"] for r in done))
-    parts = [p for p in run.parts(sampled) if p not in set(run.parts(answers))]
+    finished = set(run.parts(answers))
+    parts = [p for p in run.parts(sampled) if p not in finished]
     if parts:
         label = "verify" if verifier is not None else "choose"
-        with timings.step(label), progress(label, lambda: (len(run.parts(answers)) - (len(run.parts(sampled))
-                                                                                       - len(parts)), len(parts)),
-                                           unit="parts"):
+        with timings.step(label), progress(label, parts_poll(run, answers, 1, len(parts)), unit="parts"):
             worker_options = options if verifier is not None else {"num_cpus": 1}
             ray.data.from_items([{"part": p} for p in parts]).map_batches(
                 VerifyWorker, batch_size=1,
@@ -159,8 +154,7 @@ def main(config: RunConfig) -> None:
     run.finish(section.output, stage=STAGE, config={**provenance, "rerank": to_dict(section)}, config_hash=digest,
                counts=StageCounts(in_=len(ids), out=table.num_rows, rejected=rejected), seed=section.seed,
                timings=timings, extra=result)
-    run.fs.delete_dir_contents(run.path(sampled), missing_dir_ok=True)
-    run.fs.delete_dir(run.path(sampled))
+    run.delete(sampled)
     say("%s", format_summary(result, run.path(answers)))
 
 

@@ -93,7 +93,6 @@ def check_checkpoint(model_dir: str | Path, source: str | None = None) -> dict[s
     from reasoner.models.checkpoint import (
         WEIGHTS_FILE,
         WEIGHTS_INDEX_FILE,
-        _weight_files,
         check_model_dir,
         to_vllm_layout,
     )
@@ -126,15 +125,11 @@ def check_checkpoint(model_dir: str | Path, source: str | None = None) -> dict[s
                               "the tokenizer must hold the image token (e.g. <image>) the model was trained with")
     if not any((model_dir / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
         raise CheckpointError(f"{name}: no image processor config (preprocessor_config.json)")
-    missing = [p.name for p in _weight_files(model_dir) if not p.is_file()]
-    if missing:
-        raise CheckpointError(f"{name}: weight shard {missing[0]} of {WEIGHTS_INDEX_FILE} is missing "
-                              f"({len(missing)} in all); copy the whole release")
-    to_vllm_layout(model_dir)
-    try:
+    try:  # every file a model directory needs, every shard of the index among them, before any rewrite
         check_model_dir(model_dir)
     except FileNotFoundError as e:
         raise CheckpointError(str(e).replace(str(model_dir), name)) from None
+    to_vllm_layout(model_dir)
     _check_template(model_dir, name, image_token)
     return {"architecture": architecture, "model_type": SUPPORTED[architecture], "image_token": image_token,
             "image_token_id": int(image_token_id), "parameters": _count_parameters(model_dir)}
