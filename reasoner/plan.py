@@ -132,7 +132,7 @@ def model_parameters(config: RunConfig) -> tuple[float | None, str]:
     model = config.model
     if model.parameters is not None:
         return model.parameters * 1e9, "model.parameters"
-    path = getattr(model, "path", None)
+    path = model.path
     if path:
         local = os.path.join(os.path.expanduser(path), "config.json")
         if "://" not in path and os.path.isfile(local):
@@ -153,8 +153,34 @@ def _engine_dtype(config: RunConfig) -> str:
     return dtype
 
 
-VLLM_STAGES = ("sample", "evaluate")
 TRAIN_STAGES = {"train_sft": "sft", "train_dpo": "dpo"}
+
+
+def _engine_problems(config: RunConfig, memory: float | None, dtype: str) -> list[str]:
+    """What the engine section asks that its cluster cannot give, whichever stage runs the engine."""
+    cluster, engine = config.cluster, config.engine
+    tp, problems = engine.tensor_parallel_size, []
+    if not cluster.gpus_per_node:
+        if engine.gpus_per_engine > 0:
+            problems.append(f"engine.gpus_per_engine={engine.gpus_per_engine} but the cluster declares no GPU "
+                            "(cluster.gpus_per_node=0); set one of them")
+        return problems
+    if engine.gpus_per_engine == 0:
+        problems.append(f"engine.gpus_per_engine=0 on a cluster of {cluster.gpus_per_node}-GPU nodes: vLLM would "
+                        f"run on CPU; set engine.gpus_per_engine={tp} (= tensor_parallel_size)")
+    elif engine.gpus_per_engine != tp:
+        problems.append(f"engine.gpus_per_engine={engine.gpus_per_engine} but engine.tensor_parallel_size={tp}: an "
+                        "engine shards over exactly its GPUs; make them equal")
+    if cluster.gpus_per_node % tp:
+        divisors = [d for d in range(1, cluster.gpus_per_node + 1) if cluster.gpus_per_node % d == 0]
+        problems.append(f"engine.tensor_parallel_size={tp} does not divide a node's {cluster.gpus_per_node} GPUs; "
+                        f"use one of {divisors}")
+    budget = cluster.gpu_memory_gib * engine.gpu_memory_utilization
+    if memory is not None and memory > budget:
+        problems.append(f"the model's weights need {memory:.1f} GiB a GPU at {dtype} with tensor parallel {tp}, "
+                        f"more than {budget:.1f} GiB (engine.gpu_memory_utilization={engine.gpu_memory_utilization} "
+                        f"of {cluster.gpu_memory_gib} GiB); raise engine.tensor_parallel_size (and gpus_per_engine)")
+    return problems
 
 
 def plan(config: RunConfig, stages: list[str] | None = None) -> Plan:
@@ -167,39 +193,23 @@ def plan(config: RunConfig, stages: list[str] | None = None) -> Plan:
     problems: list[str] = []
     rows: list[StagePlan] = []
 
+    # One engine section for every vLLM stage: its own problems are said once, for all of them.
+    engine_dtype, tp = _engine_dtype(config), engine.tensor_parallel_size
+    engine_memory = None if params is None else params * _bytes(engine_dtype) / tp / GIB
+    engine_stages: list[str] = []
+
     def engine_row(stage: str, count: int, what: str) -> StagePlan:
-        dtype = _engine_dtype(config)
-        tp = engine.tensor_parallel_size
-        memory = None if params is None else params * _bytes(dtype) / tp / GIB
-        row = StagePlan(stage, what, count, engine.gpus_per_engine, engine.cpus_per_engine, tp, dtype, memory)
-        if on_gpu:
-            if engine.gpus_per_engine == 0:
-                problems.append(f"{stage}: engine.gpus_per_engine=0 on a cluster of {cluster.gpus_per_node}-GPU "
-                                f"nodes: vLLM would run on CPU; set engine.gpus_per_engine={tp} (= tensor_parallel_size)")
-            elif engine.gpus_per_engine != tp:
-                problems.append(f"{stage}: engine.gpus_per_engine={engine.gpus_per_engine} but "
-                                f"engine.tensor_parallel_size={tp}: an engine shards over exactly its GPUs; make them equal")
-            if cluster.gpus_per_node % tp:
-                problems.append(f"{stage}: engine.tensor_parallel_size={tp} does not divide a node's "
-                                f"{cluster.gpus_per_node} GPUs; use one of "
-                                f"{[d for d in range(1, cluster.gpus_per_node + 1) if cluster.gpus_per_node % d == 0]}")
-            if count * engine.gpus_per_engine > gpus_total:
-                problems.append(f"{stage}: {count} engines x {engine.gpus_per_engine} GPUs > the cluster's "
-                                f"{gpus_total}; lower the engine count or add nodes (cluster.nodes)")
-            budget = cluster.gpu_memory_gib * engine.gpu_memory_utilization
-            if memory is not None and memory > budget:
-                problems.append(f"{stage}: the model's weights need {memory:.1f} GiB a GPU at {dtype} with tensor "
-                                f"parallel {tp}, more than {budget:.1f} GiB (engine.gpu_memory_utilization="
-                                f"{engine.gpu_memory_utilization} of {cluster.gpu_memory_gib} GiB); raise "
-                                "engine.tensor_parallel_size (and gpus_per_engine)")
-        elif engine.gpus_per_engine > 0:
-            problems.append(f"{stage}: engine.gpus_per_engine={engine.gpus_per_engine} but the cluster declares no "
-                            "GPU (cluster.gpus_per_node=0); set one of them")
+        engine_stages.append(stage)
+        row = StagePlan(stage, what, count, engine.gpus_per_engine, engine.cpus_per_engine, tp, engine_dtype,
+                        engine_memory)
+        if on_gpu and count * engine.gpus_per_engine > gpus_total:
+            problems.append(f"{stage}: {count} engines x {engine.gpus_per_engine} GPUs > the cluster's "
+                            f"{gpus_total}; lower the engine count or add nodes (cluster.nodes)")
         if count * engine.cpus_per_engine > cpus_total:
             problems.append(f"{stage}: {count} engines x {engine.cpus_per_engine} CPUs > the cluster's {cpus_total}; "
                             "lower engine.cpus_per_engine or the engine count")
-        if not on_gpu and memory is not None and memory * count > cluster.memory_gib:
-            problems.append(f"{stage}: {count} engines' weights ({memory * count:.1f} GiB) exceed a node's "
+        if not on_gpu and engine_memory is not None and engine_memory * count > cluster.memory_gib:
+            problems.append(f"{stage}: {count} engines' weights ({engine_memory * count:.1f} GiB) exceed a node's "
                             f"{cluster.memory_gib:.1f} GiB")
         return row
 
@@ -226,7 +236,8 @@ def plan(config: RunConfig, stages: list[str] | None = None) -> Plan:
                 problems.append(f"{stage}: {key}.use_gpu=false on a cluster of GPUs: training would run on CPU; "
                                 f"set {key}.use_gpu=true")
             if section.use_gpu and not on_gpu:
-                problems.append(f"{stage}: {key}.use_gpu=true but the cluster declares no GPU (cluster.gpus_per_node=0)")
+                problems.append(f"{stage}: {key}.use_gpu=true but the cluster declares no GPU "
+                                "(cluster.gpus_per_node=0)")
             if section.use_gpu and section.num_workers > gpus_total:
                 problems.append(f"{stage}: {key}.num_workers={section.num_workers} workers of one GPU each > the "
                                 f"cluster's {gpus_total} GPUs; lower {key}.num_workers or add nodes")
@@ -271,6 +282,9 @@ def plan(config: RunConfig, stages: list[str] | None = None) -> Plan:
                                 f"replicas need {need:g} GPUs, more than the cluster's {gpus_total}")
         else:  # make_examples, init_model, build_pairs, report: Ray tasks on CPUs
             rows.append(StagePlan(stage, "Ray tasks (CPU)", 1, 0.0, 1.0))
+    if engine_stages:
+        users = ", ".join(dict.fromkeys(engine_stages))
+        problems += [f"{users}: {p}" for p in _engine_problems(config, engine_memory, engine_dtype)]
     if params is None:
         problems_note = f"model size unknown: {origin}"
         for row in rows:
