@@ -4,7 +4,8 @@ serving the run the jobs make."""
 
 from __future__ import annotations
 
-import importlib
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -64,13 +65,18 @@ def test_the_service_upgrades_as_kuberay_allows(overlay) -> None:
 
 
 def test_the_import_path_is_our_builder_and_starts_nothing(overlay) -> None:
-    import ray
-
+    # A fresh interpreter: another test of the session may have started Ray in this one.
     for app in serve_config(overlay)["applications"]:
         module, _, attr = app["import_path"].partition(":")
         assert (module, attr) == ("serve_apps.reason", "build_app")
-        assert callable(getattr(importlib.import_module(module), attr))
-    assert not ray.is_initialized(), "importing the serve app started Ray"
+        probe = (
+            "import importlib, ray\n"
+            f"assert callable(getattr(importlib.import_module({module!r}), {attr!r}))\n"
+            "print(ray.is_initialized())\n"
+        )
+        done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "False", "importing the serve app started Ray"
 
 
 def test_deployments_are_the_ones_build_app_makes(overlay) -> None:
