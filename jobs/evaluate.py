@@ -97,7 +97,8 @@ def _interval(i) -> dict[str, float | int]:
 def summarise(greedy: list[dict], pool: list[dict], config: EvaluateConfig, has_verifier: bool,
               examples: dict[str, dict]) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """The accuracy rows, the curve rows and eval.json's comparisons, from the saved answers and pool."""
-    from reasoner.reranking import Pool, bootstrap_mean, curves, paired_difference, questions_needed
+    from reasoner.reranking import CURVE_STRATEGIES, Pool, bootstrap_mean, curves, paired_difference, questions_needed
+    from reasoner.verify import NEEDS_REWARDS
 
     c = config
     comparisons: dict[str, Any] = {}
@@ -125,8 +126,7 @@ def summarise(greedy: list[dict], pool: list[dict], config: EvaluateConfig, has_
         pools.append(Pool(correct=[r["correct"] for r in rows], answers=[r["answer"] for r in rows],
                           rewards=[r["reward"] for r in rows] if has_verifier else None,
                           control=[r["control"] for r in rows], metric=ex["metric"], choices=ex.get("choices")))
-    strategies = [s for s in ("single", "majority", "best_of_n", "weighted_vote", "control", "oracle")
-                  if has_verifier or s not in ("best_of_n", "weighted_vote")]
+    strategies = [s for s in CURVE_STRATEGIES if has_verifier or s not in NEEDS_REWARDS]
     per_question = curves(pools, strategies, c.ns, draws=c.draws, seed=c.seed) if pools else {}
     curve_rows = []
     for strategy, by_n in per_question.items():

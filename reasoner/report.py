@@ -146,6 +146,13 @@ def _comparison_order(item: tuple[str, Any]) -> tuple[str, int]:
     return name.split("@")[0], int(name.split("@")[1]) if "@" in name else 0
 
 
+def comparisons_table(comparisons: dict[str, Any]) -> tuple:
+    """A ``("table", header, rows)`` block of eval.json's paired comparisons, ordered by name and N."""
+    items = sorted(((k, v) for k, v in comparisons.items() if k != "questions_for_2_points"), key=_comparison_order)
+    return ("table", ["comparison", "difference [95% interval]", "questions", "what it measures", "meaning"],
+            [[f"`{k}`", interval_text(v), str(v["questions"]), *describe(k, v)] for k, v in items])
+
+
 def _blocks(res: Results, figures: dict[str, bytes], credit: dict[str, Any]) -> list[tuple]:
     rec, c = res.record, res.record.get("config", {})
     blocks: list[tuple] = [("h1", f"Report: `{res.uri}`")]
@@ -170,17 +177,10 @@ def _blocks(res: Results, figures: dict[str, bytes], credit: dict[str, Any]) -> 
                    ("table", *curves_table(rec["served_curves"]))]
         if "reranking-served.png" in figures:
             blocks.append(("img", "reranking-served.png", f"Accuracy against N over {served}'s candidates"))
-        served_comparisons = sorted(((k, v) for k, v in rec.get("served_comparisons", {}).items()
-                                     if k != "questions_for_2_points"), key=_comparison_order)
-        blocks.append(("table", ["comparison", "difference [95% interval]", "questions", "what it measures", "meaning"],
-                       [[f"`{k}`", interval_text(v), str(v["questions"]), *describe(k, v)]
-                        for k, v in served_comparisons]))
-    comparisons = sorted(((k, v) for k, v in rec.get("comparisons", {}).items() if k != "questions_for_2_points"),
-                         key=_comparison_order)
+        blocks.append(comparisons_table(rec.get("served_comparisons", {})))
     blocks += [("h2", "Paired comparisons"),
                ("p", "Each: the mean per-question difference with its 95% paired bootstrap interval."),
-               ("table", ["comparison", "difference [95% interval]", "questions", "what it measures", "meaning"],
-                [[f"`{k}`", interval_text(v), str(v["questions"]), *describe(k, v)] for k, v in comparisons])]
+               comparisons_table(rec.get("comparisons", {}))]
     needed = rec.get("comparisons", {}).get("questions_for_2_points", {})
     blocks += [("h2", "Questions for a 2-point difference"),
                ("p", ("Questions a paired comparison needs for a 95% interval of half-width 2 points, from this "

@@ -29,12 +29,10 @@ import pyarrow as pa
 
 from reasoner.answers import correct_threshold_field
 from reasoner.options import check, option
-from reasoner.verify import STRATEGIES
+from reasoner.verify import NEEDS_REWARDS, STRATEGIES
 
 STAGE = "rerank"
 SAMPLED, ANSWERS = "sampled", "answers"
-NEEDS_VERIFIER = ("best_of_n", "weighted_vote")
-"""Strategies that read the verifier's rewards; without a verifier they are left out."""
 
 _STR_LIST = pa.list_(pa.string())
 _CANDIDATE = pa.struct([
@@ -124,7 +122,7 @@ class RerankConfig:
 
     def run_strategies(self, has_verifier: bool) -> list[str]:
         """The strategies that run: those needing rewards only with a verifier."""
-        return [s for s in self.strategies if has_verifier or s not in NEEDS_VERIFIER]
+        return [s for s in self.strategies if has_verifier or s not in NEEDS_REWARDS]
 
 
 def question_problem(example: dict) -> str | None:

@@ -12,8 +12,8 @@ correct", per question, then averaged; comparisons carry paired bootstrap interv
 - ``majority`` and ``weighted_vote`` at N == M use ``reasoner.verify`` on the pool itself; where the
   ordered N-subsets number at most ``EXACT_ORDERED`` (always at N = 1; N = 2 of 32) they are the
   exact mean over all of them; otherwise Monte Carlo means over ``draws`` random ordered subsets
-  (the order breaks ties between groups seen first). The per-draw picks are computed with numpy, equal to what
-  ``reasoner.verify.majority_vote`` / ``weighted_vote`` pick on the same subsets (tested), so each
+  (the order breaks ties between groups seen first). The per-draw picks are computed with numpy,
+  equal to what ``reasoner.verify.majority_vote`` / ``weighted_vote`` pick on the same subsets (tested), so each
   strategy keeps one definition (STYLE.md 6, 15). Monte Carlo standard error: a sampled point is
   the mean of ``draws`` Bernoulli outcomes, so its SE is at most ``0.5 / sqrt(draws)`` per question
   (0.031 at 256) and about ``1 / sqrt(questions)`` of that averaged over questions (0.001 at 1,000).
@@ -109,6 +109,14 @@ class _Prepared:
 
 
 @lru_cache(maxsize=256)
+def _all_subsets(m: int, n: int) -> np.ndarray:
+    """Every ordered n-subset of range(m), [perm(m, n), n]: the exact expectation's (always at n = 1)."""
+    subsets = np.array(list(itertools.permutations(range(m), n)), dtype=np.int64).reshape(-1, n)
+    subsets.flags.writeable = False
+    return subsets
+
+
+@lru_cache(maxsize=256)
 def _subsets(m: int, n: int, draws: int, seed: int) -> np.ndarray:
     """``draws`` uniformly random ordered n-subsets of range(m), [draws, n]; seed mixed with n."""
     rng = np.random.default_rng([seed, n])
@@ -199,10 +207,7 @@ def _expected(prep: _Prepared, strategy: str, n: int, draws: int, seed: int) -> 
             pick = weighted_vote(list(pool.answers), list(pool.rewards), metric=pool.metric,
                                  choices=pool.choices)
         return float(prep.correct[pick.index])
-    if math.perm(m, n) <= EXACT_ORDERED:  # every ordered subset: exact (always at n == 1)
-        subsets = np.array(list(itertools.permutations(range(m), n)), dtype=np.int64).reshape(-1, n)
-    else:
-        subsets = _subsets(m, n, draws, seed)
+    subsets = _all_subsets(m, n) if math.perm(m, n) <= EXACT_ORDERED else _subsets(m, n, draws, seed)
     picks = _sampled_picks(prep, strategy, subsets)
     return float(prep.correct[picks].mean())
 

@@ -28,6 +28,8 @@ from numbers import Real
 from reasoner.answers import METRICS, _exact_key, _to_float, predicted_letter, process_answer
 
 STRATEGIES: tuple[str, ...] = ("single", "majority", "best_of_n", "weighted_vote", "control")
+NEEDS_REWARDS: tuple[str, ...] = ("best_of_n", "weighted_vote")
+"""The strategies that read a verifier's rewards: without a verifier they do not run."""
 _REL_TOL = 1e-9  # group weights (float sums) this close count as tied
 
 
