@@ -8,7 +8,8 @@ part; each candidates part is one Ray task here, making the pairs part of the sa
 ``_stats-<part>.json``), so a rerun makes only the missing parts. Questions are kept when their
 accuracy lies in [pairs.min_accuracy, pairs.max_accuracy]; responses are cut to
 ``pairs.max_response_tokens`` tokens of the sampled model's tokenizer; with
-``pairs.min_chosen_samples=2`` only correct texts sampled at least twice are chosen.
+``pairs.min_chosen_samples=2`` only correct texts sampled at least twice are chosen. A part's task
+reads only the images of the questions it pairs (``example_images``).
 ``<run>/pairs/_stats.json`` holds the counts: kept, dropped by reason, the accuracy histogram.
 """
 
@@ -30,11 +31,42 @@ logger = logging.getLogger("jobs.build_pairs")
 STAGE, ARTIFACT = "build_pairs", "pairs"
 
 
-@ray.remote(num_cpus=1)
-def pair_part(run: RunDir, part: str, config: PairConfig, model_dir: str) -> dict:
-    """Pairs of the questions in candidates part ``part``; returns its stats."""
+def example_images(run: RunDir, ids: set[str], batch_rows: int = 64) -> dict[str, bytes]:
+    """The images of the examples ``ids``, reading the ``id`` column of every examples part and
+    the images only of the row groups that hold one of them (a batch of rows at a time, keeping
+    only the wanted rows). A ``RunDirError`` names an id that no example has."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from reasoner.rundir import RunDirError
+
+    images: dict[str, bytes] = {}
+    wanted = pa.array(sorted(ids), pa.string())
+    for part in run.parts("examples") if ids else ():
+        with run.fs.open_input_file(run.path("examples", part)) as handle:
+            reader = pq.ParquetFile(handle, buffer_size=1 << 20, pre_buffer=False)
+            for group in range(reader.num_row_groups):
+                if not pc.any(pc.is_in(reader.read_row_group(group, columns=["id"]).column("id"), wanted)).as_py():
+                    continue
+                for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=["id", "image"],
+                                                 use_threads=False):
+                    batch = batch.filter(pc.is_in(batch.column("id"), wanted))
+                    images.update(zip(batch.column("id").to_pylist(), batch.column("image").to_pylist()))
+        if len(images) == len(ids):
+            break
+    missing = sorted(ids - images.keys())
+    if missing:
+        raise RunDirError(f"{run.path('examples')} has no example {missing[0]!r} of the candidates "
+                          f"({len(missing)} missing): the candidates were sampled from other examples")
+    return images
+
+
+@ray.remote(num_cpus=1)
+def pair_part(run: RunDir, part: str, config: PairConfig, model_dir: str) -> dict:
+    """Pairs of the questions in candidates part ``part``; returns its stats. Only the images of
+    the questions that make pairs are read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from reasoner.models import load_processor
@@ -45,18 +77,17 @@ def pair_part(run: RunDir, part: str, config: PairConfig, model_dir: str) -> dic
     by_question: dict[str, list[dict]] = defaultdict(list)
     for row in candidates:
         by_question[row["id"]].append(row)
-    examples = run.read_table("examples", columns=["id", "image"])
-    examples = examples.filter(pc.is_in(examples.column("id"), pa.array(sorted(by_question))))
-    images = dict(zip(examples.column("id").to_pylist(), examples.column("image").to_pylist()))
     stats, rows = PairStats(), []
     for question_id in sorted(by_question):
         group = by_question[question_id]
-        example = {"id": question_id, "image": images[question_id]}
-        pairs, reason = build_pairs(example, group, config, tokenizer)
+        pairs, reason = build_pairs({"id": question_id, "image": None}, group, config, tokenizer)
         accuracy = sum(c["correct"] for c in group) / len(group)
         stats.add(accuracy, len(pairs), reason)
         rows.extend(pairs)
     if rows:
+        images = example_images(run, {r["id"] for r in rows})
+        for row in rows:
+            row["image"] = images[row["id"]]
         run.write_part(ARTIFACT, part.removesuffix(".parquet"), pa.Table.from_pylist(rows), schema_name="pairs")
     run.write_json(stats.to_dict(), ARTIFACT, f"_stats-{part.removesuffix('.parquet')}.json")
     return stats.to_dict()

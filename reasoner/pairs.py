@@ -240,7 +240,8 @@ def build_pairs(example: Row, candidates: Sequence[Row], config: PairConfig,
     Candidates are truncated first, so texts that become identical are de-duplicated like any
     others; blank texts count towards the accuracy but are never paired. ``tokenizer`` (the
     policy's) is required unless ``max_response_tokens`` is None. The candidates must share the
-    example's id and one prompt.
+    example's id and one prompt. ``example["image"]`` is copied into the rows as it is (None lets
+    a caller read the images of only the questions that make pairs, and add them after).
     """
     if not candidates:
         return [], NO_CANDIDATES

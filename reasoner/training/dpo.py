@@ -12,6 +12,10 @@ from ``<run>/dpo_ref`` (``reasoner.training.reference``) as dataset columns, and
   accelerator: after TRL's vision check, before TRL decides whether to build a reference model
   (it does not, then) and before its own precompute (a no-op here: the columns are there).
 
+The driver checks the pairs, and that the reference covers them, streaming them; each worker
+copies the pairs with their reference log-probs (and corrupted images for mDPO) a batch at a time
+into a memory-mapped dataset (``reasoner.training.data``).
+
 With ``dpo.mdpo_weight > 0`` each batch also carries the mDPO conditional pair
 (``reasoner.training.mdpo``) under ``"conditional"``; the trainer adds its TRL loss, weighted, and
 logs it as ``mdpo/loss``, ``mdpo/margins``, ``mdpo/accuracies``. With ``dpo.sft_weight > 0`` TRL
@@ -30,9 +34,11 @@ from typing import Any
 
 from reasoner.rundir import RunDir
 from reasoner.training.config import DPOConfig
-from reasoner.training.data import attach_reference, check_batch, load_pairs, preference_dataset
-from reasoner.training.mdpo import CORRUPT_IMAGE, add_corrupt_images, conditional_batch
+from reasoner.training.data import (check_batch, check_pairs, check_reference, preference_training_dataset,
+                                    read_reference)
+from reasoner.training.mdpo import CORRUPT_IMAGE, conditional_batch
 from reasoner.training.raytrain import fit, train_run_name
+from reasoner.training.stream import scratch_directory
 from reasoner.training.worker import run_worker
 
 logger = logging.getLogger(__name__)
@@ -141,39 +147,30 @@ def dpo_arguments(config: DPOConfig) -> dict[str, Any]:
     return {"beta": config.beta, **losses, "precompute_ref_log_probs": False}
 
 
-def training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[str, Any]]:
-    """The pairs (with their corrupted images when the mDPO term is on), checked unless ``check`` is False."""
-    pairs = load_pairs(run, check=check)
-    return add_corrupt_images(pairs, config.mdpo_mask_fraction) if config.mdpo_weight > 0 else pairs
-
-
-def with_reference(run: RunDir, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``pairs`` with their reference log-probs from ``<run>/dpo_ref``."""
-    return attach_reference(pairs, run.read_table("dpo_ref", schema_name="dpo_ref").to_pylist())
-
-
-def load_training_pairs(run: RunDir, config: DPOConfig, *, check: bool) -> list[dict[str, Any]]:
-    """:func:`training_pairs` with their reference log-probs from ``<run>/dpo_ref``."""
-    return with_reference(run, training_pairs(run, config, check=check))
+def mdpo_fraction(config: DPOConfig) -> float | None:
+    """The share of each image the mDPO term blanks, or None when the term is off."""
+    return config.mdpo_mask_fraction if config.mdpo_weight > 0 else None
 
 
 def dpo_worker(loop: dict[str, Any]) -> None:
     """The Ray Train training function of stage C3 (one call per worker)."""
     config: DPOConfig = loop["config"]
-    rows = load_training_pairs(loop["run"], config, check=False)
+    run: RunDir = loop["run"]
     make_trainer = functools.partial(make_dpo_trainer, mdpo_weight=config.mdpo_weight)
-    run_worker(loop, "DPOConfig", preference_dataset(rows), make_trainer, args_extra=dpo_arguments(config))
+    with scratch_directory(loop["cache_dir"], "dpo") as directory:
+        dataset = preference_training_dataset(run, read_reference(run), directory, mdpo_fraction(config))
+        run_worker(loop, "DPOConfig", dataset, make_trainer, args_extra=dpo_arguments(config))
 
 
 def train_dpo(run: RunDir, config: DPOConfig, cache_dir: str, digest: str, artifact: str = ARTIFACT, *,
-              pairs: list[dict[str, Any]] | None = None):
+              num_pairs: int | None = None):
     """Check the pairs and that the reference covers them (a clear error before any worker starts),
-    then train; the ``ray.train.Result``. ``pairs``: the checked :func:`training_pairs`, if the
-    caller already loaded them."""
-    if pairs is None:
-        pairs = training_pairs(run, config, check=True)
-    rows = with_reference(run, pairs)
-    logger.info("DPO on %d pairs, beta %s, %s", len(rows), config.beta, "LoRA" if config.lora.enabled else "full")
-    check_batch(len(rows), config.per_device_batch_size, config.num_workers, "pairs")
+    then train; the ``ray.train.Result``. ``num_pairs``: what :func:`reasoner.training.data.check_pairs`
+    returned, if the caller already checked the pairs (the coverage is checked here in any case)."""
+    if num_pairs is None:
+        num_pairs = check_pairs(run)
+    check_reference(run, read_reference(run), mdpo=config.mdpo_weight > 0)
+    logger.info("DPO on %d pairs, beta %s, %s", num_pairs, config.beta, "LoRA" if config.lora.enabled else "full")
+    check_batch(num_pairs, config.per_device_batch_size, config.num_workers, "pairs")
     loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact, "stage": STAGE}
     return fit(dpo_worker, loop, config, run, train_run_name("train_dpo", digest))

@@ -8,7 +8,10 @@ then EOS (the template ends an assistant turn with EOS and nothing after it). To
 over the response tokens, EOS included, as TRL's ``_compute_loss`` sums them; a test checks the
 two agree. Training then holds no reference model (``reasoner.training.dpo``).
 
-Pairs are scored in parts of ``PART_SIZE`` named by their keys, so an interrupted pass resumes.
+The pass streams the pairs (``reasoner.training.stream``): it reads ``BATCH_ROWS`` pairs at a
+time, images included, scores those not yet in ``<run>/dpo_ref`` and keeps only their log-probs,
+writing a part of ``PART_SIZE`` pairs, named by their keys, whenever it has that many; an
+interrupted pass resumes from the parts written.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 import pyarrow as pa
 
 from reasoner.models.scorer import LogProbScorer, ScoreRequest
-from reasoner.training.mdpo import CORRUPT_IMAGE, CORRUPT_REF
 from reasoner.rundir import RunDir
+from reasoner.training.mdpo import CORRUPT_IMAGE, CORRUPT_REF, add_corrupt_images
+from reasoner.training.stream import BATCH_ROWS, iter_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +60,42 @@ def score_pairs(scorer: LogProbScorer, pairs: Sequence[dict[str, Any]]) -> list[
     return rows
 
 
-def reference_pass(run: RunDir, pairs: Sequence[dict[str, Any]], scorer: LogProbScorer,
-                   part_size: int = PART_SIZE) -> int:
-    """Score the pairs that ``<run>/dpo_ref`` lacks, a part at a time; returns the pairs scored."""
+PAIR_COLUMNS = ["id", "pair_index", "prompt", "image", "chosen", "rejected"]
+
+
+def reference_pass(run: RunDir, scorer: LogProbScorer, *, mdpo_fraction: float | None = None,
+                   part_size: int = PART_SIZE, batch_rows: int = BATCH_ROWS) -> int:
+    """Score the pairs of ``<run>/pairs`` that ``<run>/dpo_ref`` lacks (with ``mdpo_fraction``,
+    also each chosen response under its corrupted image), ``batch_rows`` pairs at a time, into parts
+    of ``part_size``; returns the pairs scored."""
     done: set[tuple[str, int]] = set()
     if run.parts(ARTIFACT):
         table = run.read_table(ARTIFACT, columns=["id", "pair_index"], require_complete=False)
         done = set(zip(table.column("id").to_pylist(), table.column("pair_index").to_pylist()))
-    todo = [p for p in pairs if (p["id"], p["pair_index"]) not in done]
-    logger.info("reference pass: %d pairs, %d already scored, %d to score", len(pairs), len(pairs) - len(todo),
-                len(todo))
-    for start in range(0, len(todo), part_size):
-        chunk = todo[start:start + part_size]
-        rows = score_pairs(scorer, chunk)
-        name = _part_name([(p["id"], p["pair_index"]) for p in chunk])
+    logger.info("reference pass: %d pairs already scored", len(done))
+    pending: list[dict[str, Any]] = []
+    scored = seen = 0
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        name = _part_name([(r["id"], r["pair_index"]) for r in rows])
         run.write_part(ARTIFACT, name, pa.Table.from_pylist(rows), schema_name=ARTIFACT)
-        logger.info("reference pass: %d/%d pairs scored", start + len(chunk), len(todo))
-    return len(todo)
+        logger.info("reference pass: %d pairs scored (%d read)", scored, seen)
+
+    for batch in iter_artifact(run, "pairs", PAIR_COLUMNS, batch_rows=batch_rows):
+        seen += batch.rows.num_rows
+        keys = zip(batch.rows.column("id").to_pylist(), batch.rows.column("pair_index").to_pylist())
+        todo = [k for k, key in enumerate(keys) if key not in done]
+        if not todo:
+            continue
+        pairs = batch.rows.take(todo).to_pylist()
+        if mdpo_fraction is not None:
+            pairs = add_corrupt_images(pairs, mdpo_fraction)
+        pending += score_pairs(scorer, pairs)
+        scored += len(pairs)
+        while len(pending) >= part_size:
+            write(pending[:part_size])
+            del pending[:part_size]
+    if pending:
+        write(pending)
+    logger.info("reference pass: %d of %d pairs scored, %d were already", scored, seen, seen - scored)
+    return scored

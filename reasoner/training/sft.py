@@ -1,10 +1,12 @@
 """Stage B: supervised fine-tuning with TRL's ``SFTTrainer`` on Ray Train workers.
 
-``train_sft(run, config, cache_dir, digest)`` (driver) checks the data, then runs ``sft_worker``
-on ``config.num_workers`` workers under DeepSpeed ZeRO; the model is exported to
-``<run>/models/sft`` with ``metrics.jsonl`` beside it. The data is TRL's conversational
-prompt/completion form, so the loss is on the completion tokens only (the chat template has no
-``{% generation %}`` markers for an assistant-only mask).
+``train_sft(run, config, cache_dir, digest)`` (driver) checks the data, streaming it
+(``reasoner.training.data``), then runs ``sft_worker`` on ``config.num_workers`` workers under
+DeepSpeed ZeRO; each worker trains on a memory-mapped copy of the rows the mix selects, under
+``<cache_dir>/datasets`` while it runs. The model is exported to ``<run>/models/sft`` with
+``metrics.jsonl`` beside it. The data is TRL's conversational prompt/completion form, so the
+loss is on the completion tokens only (the chat template has no ``{% generation %}`` markers for
+an assistant-only mask).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 from reasoner.rundir import RunDir
 from reasoner.training.config import SFTConfig
-from reasoner.training.data import check_batch, load_sft_rows, sft_dataset
+from reasoner.training.data import check_batch, check_sft_data, select_sft, sft_training_dataset
 from reasoner.training.raytrain import fit, train_run_name
+from reasoner.training.stream import scratch_directory
 from reasoner.training.worker import run_worker
 
 logger = logging.getLogger(__name__)
@@ -40,9 +43,11 @@ def make_sft_trainer(*, model, processor, args, dataset, peft_config, callbacks)
 def sft_worker(loop: dict[str, Any]) -> None:
     """The Ray Train training function of stage B (one call per worker)."""
     config: SFTConfig = loop["config"]
-    rows = load_sft_rows(loop["run"], config.mix, config.format_examples, config.seed, captions=config.captions,
-                         check=False)
-    run_worker(loop, "SFTConfig", sft_dataset(rows), make_sft_trainer, args_extra={"completion_only_loss": True})
+    run: RunDir = loop["run"]
+    selection = select_sft(run, config.mix, config.format_examples, config.seed, captions=config.captions)
+    with scratch_directory(loop["cache_dir"], "sft") as directory:
+        dataset = sft_training_dataset(run, selection, directory)
+        run_worker(loop, "SFTConfig", dataset, make_sft_trainer, args_extra={"completion_only_loss": True})
 
 
 def train_sft(run: RunDir, config: SFTConfig, cache_dir: str, digest: str, artifact: str = ARTIFACT):
@@ -51,10 +56,10 @@ def train_sft(run: RunDir, config: SFTConfig, cache_dir: str, digest: str, artif
     ``digest`` (the stage's config hash) names the Ray Train run, so only a run with this config
     resumes its checkpoints.
     """
-    rows = load_sft_rows(run, config.mix, config.format_examples, config.seed, captions=config.captions, check=True)
-    logger.info("SFT on %d rows: %d steps of %d examples", len(rows), expected_steps(len(rows), config),
+    data = check_sft_data(run, config.mix, config.format_examples, config.seed, captions=config.captions)
+    logger.info("SFT on %d rows: %d steps of %d examples", data.selected, expected_steps(data.selected, config),
                 config.global_batch_size)
-    check_batch(len(rows), config.per_device_batch_size, config.num_workers, "sft_data")
+    check_batch(data.selected, config.per_device_batch_size, config.num_workers, "sft_data")
     loop = {"config": config, "run": run, "cache_dir": cache_dir, "artifact": artifact, "stage": STAGE}
     return fit(sft_worker, loop, config, run, train_run_name("train_sft", digest))
 

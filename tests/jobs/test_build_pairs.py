@@ -72,3 +72,26 @@ def test_pairs_from_candidates(fresh_run, tiny_model_dir) -> None:
     build_pairs.main(config)
     key = lambda p: (p["id"], p["pair_index"])  # noqa: E731
     assert sorted(run.read_table("pairs").to_pylist(), key=key) == sorted(before, key=key)
+
+
+def test_only_the_images_of_paired_questions_are_read(tmp_path) -> None:
+    """example_images reads the id column of every part, and images only where a wanted id is:
+    a part without an image column is never asked for one unless it holds a wanted id."""
+    import pyarrow as pa
+
+    from jobs.build_pairs import example_images
+    from reasoner.rundir import RunDirError
+
+    run = RunDir(str(tmp_path))
+    images = {f"e{i}": bytes([i]) * 10 for i in range(12)}
+    run.write_part("examples", "part-0", pa.table({"id": ["e0", "e1", "e2"],
+                                                   "image": [images[f"e{i}"] for i in range(3)]}))
+    run.write_part("examples", "part-1", pa.table({"id": [f"e{i}" for i in range(3, 9)]}))  # ids only: never read
+    run.write_part("examples", "part-2", pa.table({"id": [f"e{i}" for i in range(9, 12)],
+                                                   "image": [images[f"e{i}"] for i in range(9, 12)]}))
+    assert example_images(run, {"e1", "e10"}, batch_rows=2) == {"e1": images["e1"], "e10": images["e10"]}
+    assert example_images(run, set()) == {}
+    with pytest.raises(RunDirError, match="no example 'e99'"):
+        example_images(run, {"e0", "e99"})
+    with pytest.raises(Exception, match="image"):
+        example_images(run, {"e4"})  # the part that holds it has no images: it was read

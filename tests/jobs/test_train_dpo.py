@@ -33,7 +33,6 @@ def test_dpo_full_precomputed_reference(dpo_run, tmp_path, tiny_model_dir) -> No
     from safetensors.torch import load_file
 
     from reasoner.models import TransformersScorer
-    from reasoner.training.data import load_pairs
     from reasoner.training.reference import score_pairs
 
     root = copy_run(dpo_run, tmp_path / "full")
@@ -41,7 +40,7 @@ def test_dpo_full_precomputed_reference(dpo_run, tmp_path, tiny_model_dir) -> No
     train_dpo.main(run_config(root, *plain))
     run = RunDir(root)
     # The reference pass: one row per pair, equal to the shared scorer's totals under the SFT model.
-    pairs = load_pairs(run)
+    pairs = run.read_table("pairs").to_pylist()
     reference = {(r["id"], r["pair_index"]): r for r in run.read_table("dpo_ref", schema_name="dpo_ref").to_pylist()}
     assert len(reference) == len(pairs)
     expected = score_pairs(TransformersScorer.from_pretrained(tiny_model_dir), pairs[:2])
