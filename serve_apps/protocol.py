@@ -15,16 +15,29 @@ so the server can never be made to read its own files or reach another host (SSR
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from reasoner.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, decode_image
+from reasoner.data.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    decode_image,
+)
 from reasoner.prompts import COT_MC, COT_SHORT, DIRECT_MC, DIRECT_SHORT, instruction
 from reasoner.serving.config import STRATEGIES
+
 # Fields that only mean something to stage-level beam search: refused with other strategies
 # rather than silently ignored.
 BEAM_ONLY = ("beam_width", "expansions", "max_steps")
@@ -39,16 +52,22 @@ _Positive = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 _Temperature = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=2)]
 _TopP = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1)]
 _Tokens = Annotated[int, Field(strict=True, ge=1)]
+# Counts whose upper bounds are the server's caps (``serve.limits``, ``check_caps``), not fixed here.
+_Count = Annotated[int, Field(strict=True, ge=1)]
+# A sampling seed: an int64, as OpenAI's (the engine's generator takes no more).
+_Seed = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
 class APIError(Exception):
     """An HTTP error answered as OpenAI's error JSON (what the ``openai`` client parses)."""
 
     def __init__(self, message: str, *, status: int = 400, param: str | None = None,
-                 type: str = "invalid_request_error", code: str | None = None) -> None:
+                 type: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message, self.status, self.param, self.type, self.code = (
             message, status, param, type, code)
+        self.headers = dict(headers or {})  # e.g. Retry-After of a 429 or 503
 
     def to_json(self) -> dict:
         """``{"error": {"message", "type", "param", "code"}}``."""
@@ -113,11 +132,11 @@ class ReasoningOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    strategy: _Str = "best_of_n"
-    n: Annotated[int, Field(strict=True, ge=1, le=64)] | None = None
-    beam_width: Annotated[int, Field(strict=True, ge=1, le=16)] | None = None
-    expansions: Annotated[int, Field(strict=True, ge=1, le=16)] | None = None
-    max_steps: Annotated[int, Field(strict=True, ge=1, le=32)] | None = None
+    strategy: _Str = Field("best_of_n", json_schema_extra={"enum": list(STRATEGIES)})
+    n: _Count | None = None
+    beam_width: _Count | None = None
+    expansions: _Count | None = None
+    max_steps: _Count | None = None
     beta: _Positive | None = None
     return_token_rewards: _Bool = False
 
@@ -153,13 +172,13 @@ class ChatCompletionRequest(BaseModel):
     model: _Str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     reasoning: ReasoningOptions | None = None
-    n: Annotated[int, Field(strict=True, ge=1, le=64)] = 1
+    n: _Count = 1
     temperature: _Temperature | None = None
     top_p: _TopP | None = None
     max_completion_tokens: _Tokens | None = None
     max_tokens: _Tokens | None = None
     stop: list[_Str] | None = None
-    seed: _Int | None = None
+    seed: _Seed | None = None
     logprobs: _Bool = False
     top_logprobs: Annotated[int, Field(strict=True, ge=0, le=20)] | None = None
     stream: _Bool = False
@@ -228,7 +247,7 @@ class ReasonRequest(ReasoningOptions):
     temperature: _Temperature | None = None
     max_tokens: _Tokens | None = None
     top_p: _TopP | None = None
-    seed: _Int | None = None
+    seed: _Seed | None = None
 
 
 class VerifyRequest(BaseModel):
@@ -238,7 +257,7 @@ class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: _Str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    candidates: list[_Str] = Field(min_length=1, max_length=64)
+    candidates: list[_Str] = Field(min_length=1)
     beta: _Positive | None = None
     return_token_rewards: _Bool = True
 
@@ -252,12 +271,15 @@ class Query:
 
 
 def parse_messages(messages: list[ChatMessage], *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> Query:
+                   max_bytes: int = DEFAULT_MAX_BYTES, max_text_chars: int | None = None) -> Query:
     """The ``Query`` of validated messages: exactly one user message with one image and text.
 
     The models were trained on one (image, question) turn without a system turn in their chat
     template, so system/developer and assistant messages are refused, not silently dropped.
     Structure is checked before the image is decoded, so a bad request costs no decoding.
+
+    ``max_pixels`` and ``max_bytes`` bound the image, ``max_text_chars`` the question (the server's
+    caps, ``serve.limits``).
 
     Raises:
         APIError: 400, ``param`` naming the message, part or field at fault.
@@ -287,6 +309,9 @@ def parse_messages(messages: list[ChatMessage], *, max_pixels: int = DEFAULT_MAX
     question = "\n".join(text for text in texts if text)
     if not question:
         raise APIError("the user message must hold the question as non-empty text", param=where)
+    if max_text_chars is not None and len(question) > max_text_chars:
+        raise APIError(f"the question is {len(question)} characters, more than this server's cap of "
+                       f"{max_text_chars} (serve.limits.max_text_chars)", param=where, code="cap_exceeded")
 
     param = f"{where}[{images[0]}].image_url.url"
     url = messages[0].content[images[0]].image_url.url  # type: ignore[union-attr]
@@ -297,7 +322,12 @@ def parse_messages(messages: list[ChatMessage], *, max_pixels: int = DEFAULT_MAX
     try:
         image = decode_image(url, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as e:
-        raise APIError(str(e), param=param) from e
+        message = str(e)
+        if message.endswith("(max_pixels)"):  # name the server's cap, not the decoder's argument
+            message = (message.removesuffix("(max_pixels)").replace("the limit of", "this server's cap of")
+                       + "(serve.limits.max_image_pixels)")
+            raise APIError(message, param=param, code="cap_exceeded") from e
+        raise APIError(message, param=param) from e
     return Query(image=image, question=question)
 
 

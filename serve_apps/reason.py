@@ -7,8 +7,8 @@
 Three deployments, named as serve configs address them: ``Generator`` (vLLM's async engine over
 the generator model, ``reasoner.serving.generator``), ``Verifier`` (the DPO model's implicit
 reward against its reference, both scored in one batched call per model,
-``reasoner.serving.verifier``; a bare model or a non-DPO verifier scores by mean likelihood) and
-``ReasonAPI`` (this FastAPI ingress). Routes, as DESIGN.md gives them:
+``reasoner.serving.verifier``; a bare model or a non-DPO verifier scores by mean likelihood), both
+in ``serve_apps/engines.py``, and ``ReasonAPI`` (this FastAPI ingress). Routes, as DESIGN.md gives them:
 
 - ``POST /v1/chat/completions``: OpenAI's chat API (``n``, ``temperature``, ``top_p``,
   ``max_tokens``, ``stop``, ``seed``, ``logprobs``, ``stream``); with ``reasoning`` in the body
@@ -21,101 +21,99 @@ Arguments (``key=value``): ``run_dir`` or ``model``; ``config`` (a run config YA
 embedded default's); any other dotted key is a config override (``engine.kv_cache_gib=2``,
 ``serve.generator=models/sft``). Engines take the run config's ``engine`` section, as every vLLM
 stage does. ``REASONER_API_KEYS`` (comma-separated) turns on bearer-key checks; ``/healthz`` stays open.
+
+Under load and attack (``serve.limits``, ``reasoner.serving.config.LimitsConfig``): a key over its
+rate is answered 429 with ``Retry-After``; a body, image, ``n``, ``max_tokens``, beam width,
+expansions, step budget, question or candidate over its cap 400 (413 for the body) naming the field
+and the cap; a request over ``request_timeout_s`` 504; a full queue 503 with ``Retry-After`` (Serve's
+``max_queued_requests`` on every deployment). A request whose client disconnects or whose time runs
+out is cancelled down to the engine (vLLM aborts it). ``serve.generator_max_replicas`` /
+``verifier_max_replicas`` turn on Serve autoscaling. Metrics: ``reasoner.serving.metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_apps.protocol import (APIError, ChatCompletionRequest, ReasoningOptions, ReasonRequest, VerifyRequest,
-                                 parse_messages, prompt_for, validation_error)
+from reasoner.serving.generator import InputRejected
+from serve_apps.engines import Generator, ModelSource, Verifier
+from serve_apps.limits import (
+    ERROR_RESPONSES,
+    BodyLimit,
+    BodyTooLarge,
+    RateLimiter,
+    check_caps,
+    openapi_with_caps,
+)
+from serve_apps.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    ReasoningOptions,
+    ReasonRequest,
+    VerifyRequest,
+    parse_messages,
+    prompt_for,
+    validation_error,
+)
 
 logger = logging.getLogger("ray.serve.reasoner")
 OPEN_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model to load on the replica: a run's artifact (``run_dir`` set) or a local directory."""
-
-    path: str
-    run_dir: str | None = None
-
-    def open(self, stack: contextlib.ExitStack, cache_dir: str) -> str:
-        """A local directory vLLM loads (a LoRA adapter merged into its base), held open by ``stack``."""
-        if self.run_dir is None:
-            return self.path
-        from reasoner.rundir import RunDir
-        from reasoner.training.export import engine_model_dir
-
-        return stack.enter_context(engine_model_dir(RunDir(self.run_dir), self.path, os.path.expanduser(cache_dir)))
-
-
-@serve.deployment(name="Generator")
-class Generator:
-    """One vLLM async engine over the generator model."""
-
-    def __init__(self, source: ModelSource, engine: dict[str, Any], cache_dir: str) -> None:
-        from reasoner.serving.generator import Generation
-
-        self._stack = contextlib.ExitStack()
-        self.generation = Generation(source.open(self._stack, cache_dir), engine)
-
-    async def generate(self, image, prompt: str, options, prefixes: list[str]) -> dict:
-        return await self.generation.generate(image, prompt, options, prefixes)
-
-    async def stream(self, image, prompt: str, options):
-        async for item in self.generation.stream(image, prompt, options):
-            yield item
-
-    def __del__(self) -> None:
-        generation = getattr(self, "generation", None)
-        if generation is not None:
-            generation.close()
-            self._stack.close()
-
-
-@serve.deployment(name="Verifier")
-class Verifier:
-    """The policy (and reference) scorers of the verifier; see ``reasoner.serving.verifier``."""
-
-    def __init__(self, policy: ModelSource, reference: ModelSource | None, beta: float | None, backend: str,
-                 engine: dict[str, Any], cache_dir: str) -> None:
-        from reasoner.models.scorer import make_scorer
-        from reasoner.serving.verifier import Verifier as Scoring
-
-        self._stack = contextlib.ExitStack()
-        policy_scorer = make_scorer(policy.open(self._stack, cache_dir), backend, engine=engine)
-        reference_scorer = None if reference is None else make_scorer(reference.open(self._stack, cache_dir),
-                                                                      backend, engine=engine)
-        self.verifier = Scoring(policy_scorer, reference_scorer, beta)
-
-    async def score(self, image, prompt: str, texts: list[str], complete: list[bool], beta: float | None):
-        # The scorers block: run them off the event loop (the Verifier serialises them itself).
-        verdicts = await asyncio.to_thread(self.verifier.score, image, prompt, texts, complete, beta)
-        return self.verifier.kind, verdicts
 
 
 app = FastAPI(title="reasoner", version="0.1.0",
               description="Chain-of-thought answers from a vision-language model, reranked by a DPO verifier.")
 
 
+# Refusals counted in reasoner_api_rejected_requests, by the error's code.
+_REFUSAL_REASONS = {"cap_exceeded": "cap", "request_timeout": "timeout", "queue_full": "backpressure",
+                    "rate_limit_exceeded": "rate_limit", "invalid_api_key": "auth"}
+
+
+ROUTES = ("/v1/chat/completions", "/v1/reason", "/v1/verify", "/v1/models", "/healthz")
+
+
+def _app_path(scope) -> str:
+    """The path within the app (Serve's route prefix is the ASGI ``root_path``, part of ``path``)."""
+    return scope.get("path", "").removeprefix(scope.get("root_path", "").rstrip("/")) or "/"
+
+
+def _refused(request_app, path: str, reason: str) -> None:
+    metrics = getattr(request_app.state, "metrics", None)
+    if metrics is not None:  # any other path is "other": a metric tag must not take a client's values
+        metrics.refused(path if path in ROUTES else "other", reason)
+
+
+def _error_response(request: Request, exc: APIError) -> JSONResponse:
+    if exc.code in _REFUSAL_REASONS:
+        _refused(request.app, _app_path(request.scope), _REFUSAL_REASONS[exc.code])
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
+
+
 @app.exception_handler(APIError)
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.to_json(), status_code=exc.status)
+    return _error_response(request, exc)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's and Starlette's own refusals (a body that is not UTF-8, an unknown path, a wrong
+    method) in OpenAI's error JSON like every other."""
+    error = APIError(str(exc.detail), status=exc.status_code,
+                     type="invalid_request_error" if exc.status_code < 500 else "server_error")
+    return JSONResponse(error.to_json(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 @app.exception_handler(RequestValidationError)
@@ -129,20 +127,36 @@ def _api_keys() -> frozenset[str]:
     return frozenset(k.strip() for k in os.environ.get("REASONER_API_KEYS", "").split(",") if k.strip())
 
 
+def _queue_full(exc: BackPressureError | DeploymentUnavailableError) -> APIError:
+    retry = getattr(exc, "retry_after_s", None)
+    retry = str(max(1, math.ceil(retry))) if retry else "1"
+    return APIError("the server is at capacity (its queues are full: serve.limits.max_queued_requests); retry in "
+                    f"{retry} s", status=503, type="server_error", code="queue_full", headers={"Retry-After": retry})
+
+
 @app.middleware("http")
 async def _auth_and_log(request: Request, call_next):
-    """Bearer keys (when ``REASONER_API_KEYS`` is set), a 500 in OpenAI's form for an engine fault,
-    and one log line per request with its strategy and time."""
+    """Bearer keys (when ``REASONER_API_KEYS`` is set) and their request rate, a 500 in OpenAI's form
+    for an engine fault, and one log line per request with its strategy and time."""
     start = time.perf_counter()
     keys = _api_keys()
-    if keys and request.url.path not in OPEN_PATHS:
+    if keys and _app_path(request.scope) not in OPEN_PATHS:
         header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer ") or header[7:].strip() not in keys:
-            error = APIError("a valid API key is required: send 'Authorization: Bearer <key>'",
-                             status=401, type="authentication_error", code="invalid_api_key")
-            return JSONResponse(error.to_json(), status_code=401)
+        key = header[7:].strip() if header.startswith("Bearer ") else ""
+        if key not in keys:
+            return _error_response(request, APIError(
+                "a valid API key is required: send 'Authorization: Bearer <key>'", status=401,
+                type="authentication_error", code="invalid_api_key"))
+        limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+        wait_s = limiter.acquire(key) if limiter is not None else 0.0
+        if wait_s > 0:
+            return _error_response(request, limiter.refusal(wait_s))
     try:
         response = await call_next(request)
+    except BodyTooLarge:
+        raise  # BodyLimit, outside this middleware, answers 413
+    except (BackPressureError, DeploymentUnavailableError) as e:
+        response = _error_response(request, _queue_full(e))
     except Exception:  # noqa: BLE001 - an engine fault: answer 500 and keep serving
         logger.exception("%s %s failed", request.method, request.url.path)
         error = APIError("internal error while serving the request", status=500, type="server_error")
@@ -152,6 +166,10 @@ async def _auth_and_log(request: Request, call_next):
     return response
 
 
+# Outermost (added last): a body over serve.limits.max_body_bytes never reaches a route.
+app.add_middleware(BodyLimit, on_refusal=lambda scope: _refused(app, _app_path(scope), "body_size"))
+
+
 @serve.deployment(name="ReasonAPI")
 @serve.ingress(app)
 class ReasonAPI:
@@ -159,13 +177,57 @@ class ReasonAPI:
 
     def __init__(self, generator, verifier, serve_config, model_name: str) -> None:
         from reasoner.serving.config import ServeConfig
+        from reasoner.serving.metrics import IngressMetrics
 
         self.generator, self.verifier = generator, verifier
         self.config: ServeConfig = serve_config
+        self.limits = serve_config.limits
         self.model_name = model_name
         self.created = int(time.time())
+        self.metrics = IngressMetrics()
+        # The middleware reads the caps, the key buckets and the metrics from the app's state.
+        app.state.limits = self.limits
+        app.state.rate_limiter = RateLimiter(self.limits.requests_per_minute, self.limits.burst)
+        app.state.metrics = self.metrics
+        # The OpenAPI document states this server's caps (its maxima are serve.limits'). Made on the
+        # first request for it, after FastAPI has added the route prefix to its servers.
+        app.openapi_schema = None
+
+        def openapi() -> dict:
+            if app.openapi_schema is None:
+                openapi_with_caps(FastAPI.openapi(app), self.limits)
+            return app.openapi_schema
+
+        app.openapi = openapi
 
     # ------------------------------------------------------------------------------ helpers
+
+    async def _within_limits(self, awaitable):
+        """Await ``awaitable`` within ``serve.limits.request_timeout_s`` (504 after it, its engine
+        calls cancelled); a full queue is a 503, an input an engine refuses a 400."""
+        timeout = self.limits.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                return await awaitable
+        except TimeoutError as e:
+            raise APIError(f"the request took longer than this server's limit of {timeout:g} s "
+                           "(serve.limits.request_timeout_s); its generation was cancelled: ask for fewer "
+                           "candidates or tokens", status=504, type="server_error", code="request_timeout") from e
+        except (BackPressureError, DeploymentUnavailableError) as e:
+            raise _queue_full(e) from e
+        except InputRejected as e:
+            raise APIError(f"the engine refused the request: {e}", param=e.param) from e
+
+    @staticmethod
+    async def _call(response, awaitable=None):
+        """Await a deployment handle's ``response`` (or ``awaitable``, a step of it); if this request
+        is cancelled (its client went away, its time ran out), cancel the call too, so the engine
+        aborts it."""
+        try:
+            return await (response if awaitable is None else awaitable)
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
 
     def _check_model(self, model: str | None) -> None:
         if model is not None and model != self.model_name:
@@ -177,19 +239,29 @@ class ReasonAPI:
 
         c = self.config
         greedy = options.strategy in ("direct", "cot")
+        temperature = temperature if temperature is not None else (0.0 if greedy else c.temperature)
+        samples = (options.expansions or c.expansions) if options.strategy == "beam" else (options.n or c.n)
+        if not greedy and temperature == 0 and samples > 1:  # vLLM samples one sequence greedily
+            raise APIError(f"temperature 0 samples greedily, one candidate: strategy {options.strategy!r} draws "
+                           f"{samples}; give a temperature above 0", param="temperature")
         return ReasonSettings(
-            strategy=options.strategy, n=options.n or c.n,
-            temperature=temperature if temperature is not None else (0.0 if greedy else c.temperature),
+            strategy=options.strategy, n=options.n or c.n, temperature=temperature,
             top_p=1.0 if top_p is None else top_p, max_tokens=max_tokens or c.max_tokens, seed=seed,
             beam_width=options.beam_width or c.beam_width, expansions=options.expansions or c.expansions,
             max_steps=options.max_steps or c.max_steps, beta=options.beta,
             return_token_rewards=options.return_token_rewards)
 
-    @staticmethod
-    def _query(messages, strategy: str):
+    async def _parse(self, messages):
+        """The request's image and question, within the caps. The image is decoded in a worker thread:
+        a large one must not stall the other requests this replica's event loop serves."""
+        limits = self.limits
+        return await asyncio.to_thread(parse_messages, messages, max_pixels=limits.max_image_pixels,
+                                       max_bytes=limits.max_body_bytes, max_text_chars=limits.max_text_chars)
+
+    async def _query(self, messages, strategy: str):
         """The request's image and question, and the model prompt for ``strategy`` (a 400 naming
         ``messages`` when no question is left once an instruction is removed)."""
-        query = parse_messages(messages)
+        query = await self._parse(messages)
         try:
             return query, prompt_for(query.question, strategy)
         except ValueError as e:
@@ -200,16 +272,20 @@ class ReasonAPI:
         from reasoner.serving.strategies import reason
 
         request.state.strategy = options.strategy
-        query, prompt = self._query(messages, options.strategy)
+        query, prompt = await self._query(messages, options.strategy)
         settings = self._settings(options, temperature, top_p, max_tokens, seed)
 
         async def generate(prompt_text, sampling, prefixes):
-            return await self.generator.generate.remote(query.image, prompt_text, sampling, list(prefixes))
+            return await self._call(self.generator.generate.remote(query.image, prompt_text, sampling,
+                                                                   list(prefixes)))
 
         async def verify(prompt_text, texts, complete, beta):
-            return await self.verifier.score.remote(query.image, prompt_text, list(texts), list(complete), beta)
+            return await self._call(self.verifier.score.remote(query.image, prompt_text, list(texts),
+                                                               list(complete), beta))
 
-        return await reason(prompt, settings, generate, verify)
+        answer = await self._within_limits(reason(prompt, settings, generate, verify))
+        self.metrics.answered(answer)
+        return answer
 
     # ------------------------------------------------------------------------------ routes
 
@@ -218,21 +294,22 @@ class ReasonAPI:
         """Liveness: the ingress answers (the engines' replicas have Serve's own health checks)."""
         return {"status": "ok", "model": self.model_name}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses={k: ERROR_RESPONSES[k] for k in (401, 429)})
     async def models(self) -> dict:
         """The one served model, as OpenAI lists models."""
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": self.created,
                                             "owned_by": "reasoner"}]}
 
-    @app.post("/v1/reason")
+    @app.post("/v1/reason", responses=ERROR_RESPONSES)
     async def reason_route(self, body: ReasonRequest, request: Request) -> dict:
         """A strategy's answer: the chosen rationale and answer, every candidate with its reward,
         the votes (voting strategies) and the scored beam tree (``beam``)."""
         self._check_model(body.model)
+        check_caps(body, self.limits)
         return await self._reason(request, body.messages, body, body.temperature, body.top_p, body.max_tokens,
                                   body.seed)
 
-    @app.post("/v1/verify")
+    @app.post("/v1/verify", responses=ERROR_RESPONSES)
     async def verify_route(self, body: VerifyRequest, request: Request) -> dict:
         """The verifier alone: each candidate's reward (and token rewards), in the order given. The
         candidates are scored as rationales after the CoT prompt of the question."""
@@ -240,20 +317,27 @@ class ReasonAPI:
         from reasoner.serving.strategies import candidate_json
 
         self._check_model(body.model)
+        check_caps(body, self.limits)
         request.state.strategy = "verify"
-        query, prompt = self._query(body.messages, "cot")
-        kind, verdicts = await self.verifier.score.remote(query.image, prompt, list(body.candidates),
-                                                          [True] * len(body.candidates), body.beta)
+        query, prompt = await self._query(body.messages, "cot")
+        kind, verdicts = await self._within_limits(self._call(self.verifier.score.remote(
+            query.image, prompt, list(body.candidates), [True] * len(body.candidates), body.beta)))
         return {"verifier": kind, "candidates": [
             candidate_json(text, extract_answer(text), v, body.return_token_rewards)
             for text, v in zip(body.candidates, verdicts)]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses={
+        200: {"description": "a chat completion, or with stream: true its server-sent events",
+              "content": {"application/json": {}, "text/event-stream": {"schema": {
+                  "type": "object", "description": "each event: data is a chat.completion.chunk's JSON, or [DONE]",
+                  "properties": {"data": {"type": "string"}}}}}},
+        **ERROR_RESPONSES})
     async def chat(self, body: ChatCompletionRequest, request: Request):
         """OpenAI's chat completions; with ``reasoning``, a strategy's chosen rationale."""
         from reasoner.serving.generator import SamplingOptions
 
         self._check_model(body.model)
+        check_caps(body, self.limits)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if body.reasoning is not None:
             if body.stream:
@@ -266,7 +350,10 @@ class ReasonAPI:
                                                          "finish_reason": "stop", "logprobs": None}],
                                        answer["usage"]), "reasoning": answer}
         request.state.strategy = "chat"
-        query = parse_messages(body.messages)
+        if body.temperature == 0 and body.n > 1:
+            raise APIError(f"temperature 0 samples greedily, one completion: ask for n=1 (got {body.n}) or give a "
+                           "temperature above 0", param="n")
+        query = await self._parse(body.messages)
         options = SamplingOptions(
             n=body.n, temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p, max_tokens=body.max_tokens or self.config.max_tokens,
@@ -274,9 +361,19 @@ class ReasonAPI:
             logprobs=(body.top_logprobs or 0) if body.logprobs else None)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(self._stream(completion_id, query, options, include_usage),
+            # The first item is awaited here, so that a full queue, a refused input or a timeout
+            # before any token is an HTTP status, not an event in a 200 stream.
+            deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
+            items = self.generator.options(stream=True).stream.remote(query.image, query.question, options)
+            try:
+                first = await self._within_limits(self._call(items, items.__anext__()))
+            except APIError:
+                items.cancel()
+                raise
+            return StreamingResponse(self._stream(completion_id, options, include_usage, items, first, deadline),
                                      media_type="text/event-stream")
-        generated = await self.generator.generate.remote(query.image, query.question, options, [""])
+        generated = await self._within_limits(self._call(self.generator.generate.remote(
+            query.image, query.question, options, [""])))
         outputs = generated["outputs"][0]
         choices = [{"index": i, "message": {"role": "assistant", "content": o["text"]},
                     "finish_reason": o["finish_reason"] or "stop",
@@ -291,8 +388,10 @@ class ReasonAPI:
         return {"id": completion_id, "object": "chat.completion", "created": int(time.time()),
                 "model": self.model_name, "choices": choices, "usage": usage}
 
-    async def _stream(self, completion_id: str, query, options, include_usage: bool):
-        """Server-sent events as OpenAI streams them: a role chunk per choice, deltas, [DONE]."""
+    async def _stream(self, completion_id: str, options, include_usage: bool, items, first: dict, deadline: float):
+        """Server-sent events as OpenAI streams them: a role chunk per choice, deltas, [DONE].
+        ``items`` is the Generator's stream, ``first`` its first item; the stream ends at ``deadline``
+        (an error event), and a client that goes away cancels it."""
         created = int(time.time())
 
         def chunk(choices: list[dict], usage: dict | None = None) -> str:
@@ -305,20 +404,35 @@ class ReasonAPI:
         for index in range(options.n):
             yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                           "logprobs": None}])
+        async def rest():
+            yield first
+            async for item in items:
+                yield item
+
+        done = False
         try:
-            async for item in self.generator.options(stream=True).stream.remote(query.image, query.question,
-                                                                                 options):
-                if "usage" in item:
-                    if include_usage:
-                        yield chunk([], item["usage"])
-                    continue
-                yield chunk([{"index": item["index"], "delta": {"content": item["text"]},
-                              "finish_reason": item["finish_reason"],
-                              "logprobs": None if item["logprobs"] is None else {"content": item["logprobs"]}}])
+            async with asyncio.timeout_at(deadline):
+                async for item in rest():
+                    if "usage" in item:
+                        if include_usage:
+                            yield chunk([], item["usage"])
+                        continue
+                    yield chunk([{"index": item["index"], "delta": {"content": item["text"]},
+                                  "finish_reason": item["finish_reason"],
+                                  "logprobs": None if item["logprobs"] is None else {"content": item["logprobs"]}}])
+            done = True
+        except TimeoutError:  # the status line is sent: end the stream with the error
+            error = APIError(f"the stream took longer than this server's limit of {self.limits.request_timeout_s:g} "
+                             "s (serve.limits.request_timeout_s)", status=504, type="server_error",
+                             code="request_timeout")
+            yield f"data: {json.dumps(error.to_json())}\n\n"
         except Exception:  # noqa: BLE001 - the status line is sent: report the fault in the stream
             logger.exception("stream %s failed", completion_id)
             error = APIError("internal error while streaming", status=500, type="server_error")
             yield f"data: {json.dumps(error.to_json())}\n\n"
+        finally:
+            if not done:  # a timeout, a fault or a client gone: stop generating
+                items.cancel()
         yield "data: [DONE]\n\n"
 
 
@@ -350,16 +464,22 @@ def build_app(args: dict[str, str]) -> serve.Application:
     actor = ray_options(config.engine)
     logger.info("serving %s: generator %s, verifier %s%s", run_dir or model, generator.path, policy.path,
                 f" over {reference.path} (beta {beta})" if reference else " (likelihood)")
+    limits = section.limits
+    # A full queue: 503 with Retry-After (Serve's own answer at the proxy, ours at the ingress).
+    backpressure = {"status_code": 503, "retry_after_s": limits.retry_after_s}
     generator_app = Generator.options(
-        num_replicas=section.generator_replicas, max_ongoing_requests=section.max_ongoing_requests,
-        ray_actor_options=actor).bind(generator, engine, config.cache_dir)
+        ray_actor_options=actor, backpressure_config=backpressure,
+        **section.replica_options("generator")).bind(generator, engine, config.cache_dir)
     verifier_app = Verifier.options(
-        num_replicas=section.verifier_replicas, max_ongoing_requests=section.max_ongoing_requests,
-        ray_actor_options=actor).bind(policy, reference, beta, section.verifier_backend, verifier_engine,
-                                      config.cache_dir)
+        ray_actor_options=actor, backpressure_config=backpressure,
+        **section.replica_options("verifier")).bind(policy, reference, beta, section.verifier_backend,
+                                                    verifier_engine, config.cache_dir)
     # Its own log line per request (with the strategy) replaces Serve's access log.
-    return ReasonAPI.options(ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False}).bind(
-        generator_app, verifier_app, section, section.model_name)
+    return ReasonAPI.options(
+        ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False},
+        max_ongoing_requests=limits.ingress_max_ongoing_requests,
+        max_queued_requests=limits.ingress_max_queued_requests, backpressure_config=backpressure,
+    ).bind(generator_app, verifier_app, section, section.model_name)
 
 
 def _run_models(config) -> tuple[ModelSource, ModelSource, ModelSource | None, float | None]:

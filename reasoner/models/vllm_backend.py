@@ -157,7 +157,9 @@ class VLLMScorer:
             {"prompt_token_ids": e.prompt_ids + e.response_ids, "multi_modal_data": {"image": e.image}}
             for e in encoded
         ]
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        # detokenize=False: the tokens' texts come from token_texts; vLLM decoding every prompt
+        # position's token cost up to half of a batched call (benchmarks/verifier.py).
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False)
         lora_request = lora_request or self.lora_request
         if lora_request is not None and not self.lora_enabled:
             raise ValueError(

@@ -30,6 +30,23 @@ logger = logging.getLogger(__name__)
 _request_ids = itertools.count()
 
 
+class InputRejected(ValueError):
+    """The engine refused a request's input (a prompt longer than the model's context, sampling
+    settings it does not take): the client's to fix, answered 400, not an engine fault. ``param``
+    names the request field at fault where it is known.
+
+    Raised in place of vLLM's own errors (``from None``), so that a process receiving it from a
+    replica need not import vLLM to unpickle it.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message, param)
+        self.message, self.param = message, param
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """What a request may set of vLLM's ``SamplingParams`` (OpenAI's names)."""
@@ -43,6 +60,13 @@ class SamplingOptions:
     logprobs: int | None = None  # top log-probs per token (0: only the chosen token's); None: none
 
     def to_vllm(self, *, delta: bool = False):
+        """vLLM's ``SamplingParams``; settings it refuses raise :class:`InputRejected`."""
+        try:
+            return self._to_vllm(delta)
+        except ValueError as e:  # e.g. n > 1 with temperature 0 (greedy)
+            raise InputRejected(str(e)) from None
+
+    def _to_vllm(self, delta: bool):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -88,6 +112,12 @@ class Generation:
 
     ``engine_factory(model_dir, **engine)`` builds the engine (default
     ``reasoner.models.vllm_backend.make_async_vllm_engine``).
+
+    Cancellation: when the task awaiting :meth:`generate` or iterating :meth:`stream` is cancelled
+    (Serve cancels a replica's request when its HTTP client disconnects, or when the ingress gives
+    up on it), vLLM's ``AsyncLLM.generate`` aborts the engine request on the ``CancelledError`` it
+    receives, so no tokens are generated for a client that is gone. ``running`` counts engine
+    requests in flight, ``cancelled`` those aborted that way.
     """
 
     def __init__(self, model_dir: str, engine: dict[str, Any] | None = None,
@@ -98,6 +128,23 @@ class Generation:
         self.model_dir = model_dir
         self.processor = load_processor(model_dir)
         self.engine = (engine_factory or make_async_vllm_engine)(model_dir, **(engine or {}))
+        self.running = 0
+        self.cancelled = 0
+
+    async def _outputs(self, engine_input: dict, params, request_id: str):
+        """The engine's outputs for one input, counted in ``running`` (and ``cancelled``), with
+        vLLM's refusal of the input raised as :class:`InputRejected`."""
+        self.running += 1
+        try:
+            async for output in self.engine.generate(engine_input, params, request_id=request_id):
+                yield output
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+        except ValueError as e:  # vLLM's input validation (e.g. longer than max_model_len)
+            raise InputRejected(str(e), "messages") from None
+        finally:
+            self.running -= 1
 
     def _inputs(self, image: Image.Image, prompt: str, prefixes: Sequence[str] = ("",)) -> list[dict[str, Any]]:
         """Engine inputs of the prompt continued by each prefix (the prompt templated once)."""
@@ -110,7 +157,7 @@ class Generation:
 
     async def _final(self, engine_input: dict, params) -> Any:
         final = None
-        async for output in self.engine.generate(engine_input, params, request_id=f"gen-{next(_request_ids)}"):
+        async for output in self._outputs(engine_input, params, f"gen-{next(_request_ids)}"):
             final = output
         return final
 
@@ -136,7 +183,7 @@ class Generation:
         (engine_input,) = self._inputs(image, prompt)
         completion_tokens = 0
         top = options.logprobs or 0
-        async for output in self.engine.generate(engine_input, params, request_id=f"stream-{next(_request_ids)}"):
+        async for output in self._outputs(engine_input, params, f"stream-{next(_request_ids)}"):
             for c in output.outputs:
                 completion_tokens += len(c.token_ids)
                 yield {"index": c.index, "text": c.text, "finish_reason": c.finish_reason,
