@@ -272,14 +272,19 @@ def plan(config: RunConfig, stages: list[str] | None = None) -> Plan:
                 rows.append(engine_row(stage, config.rerank.num_engines, f"vLLM engines ({what} pass)"))
         elif stage == "serve":
             s = config.serve
-            rows.append(engine_row("serve", s.generator_replicas, "Generator replicas (one engine each)"))
-            verifier = engine_row("serve", s.verifier_replicas, "Verifier replicas (policy and reference engines)")
-            verifier.count = 2 * s.verifier_replicas
+            # Autoscaling may start up to <deployment>_max_replicas: the plan holds the most.
+            generators = s.generator_max_replicas or s.generator_replicas
+            verifiers = s.verifier_max_replicas or s.verifier_replicas
+            scaling = " at most, autoscaled" if (generators, verifiers) != (s.generator_replicas,
+                                                                           s.verifier_replicas) else ""
+            rows.append(engine_row("serve", generators, f"Generator replicas (one engine each){scaling}"))
+            verifier = engine_row("serve", verifiers, f"Verifier replicas (policy and reference engines){scaling}")
+            verifier.count = 2 * verifiers
             rows.append(verifier)
-            need = (s.generator_replicas + 2 * s.verifier_replicas) * engine.gpus_per_engine
+            need = (generators + 2 * verifiers) * engine.gpus_per_engine
             if on_gpu and need > gpus_total:
-                problems.append(f"serve: {s.generator_replicas} Generator and {s.verifier_replicas} Verifier "
-                                f"replicas need {need:g} GPUs, more than the cluster's {gpus_total}")
+                problems.append(f"serve: {generators} Generator and {verifiers} Verifier replicas{scaling} need "
+                                f"{need:g} GPUs, more than the cluster's {gpus_total}")
         else:  # make_examples, init_model, build_pairs, report: Ray tasks on CPUs
             rows.append(StagePlan(stage, "Ray tasks (CPU)", 1, 0.0, 1.0))
     if engine_stages:

@@ -61,6 +61,14 @@ def test_an_impossible_config_is_refused_by_name(overrides, message) -> None:
     assert any(message in p for p in result.problems), result.problems
 
 
+def test_serving_is_planned_at_its_autoscaled_most() -> None:
+    fixed = plan(load_run_config(H100), ["serve"])
+    assert fixed.ok, fixed.problems
+    scaled = plan(load_run_config(H100, ["serve.verifier_max_replicas=4"]), ["serve"])
+    assert "serve: 2 Generator and 4 Verifier replicas at most, autoscaled need 10 GPUs" in scaled.problems[0]
+    assert [row.count for row in scaled.stages] == [2, 8]
+
+
 def test_a_bigger_cluster_makes_room() -> None:
     """The same 70B model fits once the engines shard it and training spreads over two nodes."""
     config = load_run_config(H100, ["model.parameters=70", "engine.tensor_parallel_size=4",

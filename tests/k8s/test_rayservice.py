@@ -96,6 +96,9 @@ def test_deployments_are_the_ones_build_app_makes(overlay) -> None:
             assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"], name
             assert scaling["target_ongoing_requests"] <= deployment["max_ongoing_requests"], \
                 f"{name}: replicas never see target_ongoing_requests requests, so Serve never scales up"
+        # serve.limits: a full queue is a 503 with Retry-After, never a wait without bound (Serve's
+        # default, -1, queues without limit).
+        assert deployment.get("max_queued_requests", -1) >= 1, f"{name}: no max_queued_requests, an unbounded queue"
 
 
 def _served_run(overlay) -> tuple[dict, object]:
