@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,22 +21,26 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each socket stays bound until all are chosen (one at a time,
+    the kernel may give a just-closed port again: CI once got the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 @pytest.fixture(scope="module")
 def head_node(tmp_path_factory):
     """A separate Ray head node with the job server (dashboard) on 127.0.0.1; stopped at the end."""
     temp = tmp_path_factory.mktemp("ray-head")
-    port, dashboard = _free_port(), _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     # Every port of its own: the test session's cluster (and any other) holds Ray's default ones.
-    own_ports = [f"--{name}={_free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
-        "ray-client-server-port", "object-manager-port", "node-manager-port")]
+    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+             "metrics-export-port", "ray-client-server-port", "object-manager-port", "node-manager-port")
+    port, dashboard, *others = _free_ports(2 + len(names))
+    own_ports = [f"--{name}={number}" for name, number in zip(names, others)]
     start = [RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
              f"--temp-dir={temp}", "--disable-usage-stats", *own_ports]
