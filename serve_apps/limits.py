@@ -218,15 +218,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 """The error answers of every route, for FastAPI's ``responses=`` (and so the OpenAPI document)."""
 
 
-# (schema name, property) -> cap of its integer (or its list's length, for candidates).
-_SCHEMA_CAPS = {("ReasoningOptions", "n"): "max_n", ("ReasoningOptions", "beam_width"): "max_beam_width",
-                ("ReasoningOptions", "expansions"): "max_expansions", ("ReasoningOptions", "max_steps"): "max_steps",
-                ("ReasonRequest", "n"): "max_n", ("ReasonRequest", "beam_width"): "max_beam_width",
-                ("ReasonRequest", "expansions"): "max_expansions", ("ReasonRequest", "max_steps"): "max_steps",
-                ("ReasonRequest", "max_tokens"): "max_tokens", ("ChatCompletionRequest", "n"): "max_n",
-                ("ChatCompletionRequest", "max_tokens"): "max_tokens",
-                ("ChatCompletionRequest", "max_completion_tokens"): "max_tokens",
-                ("VerifyRequest", "candidates"): "max_candidates"}
+# Property -> cap of its integer (or its list's length, for candidates), in every request schema that has it.
+_SCHEMA_CAPS = {**_CAPPED, "candidates": "max_candidates"}
 
 
 def openapi_with_caps(schema: dict[str, Any], caps: Caps) -> dict[str, Any]:
@@ -234,13 +227,12 @@ def openapi_with_caps(schema: dict[str, Any], caps: Caps) -> dict[str, Any]:
     capped integers and ``maxItems`` of ``candidates``, so the document says what the server accepts.
     Changes ``schema`` in place and returns it."""
     components = schema.get("components", {}).get("schemas", {})
-    for (model, prop), cap_name in _SCHEMA_CAPS.items():
-        field = components.get(model, {}).get("properties", {}).get(prop)
-        if field is None:
-            continue
-        for branch in [field, *field.get("anyOf", [])]:
-            if branch.get("type") == "integer":
-                branch["maximum"] = getattr(caps, cap_name)
-            elif branch.get("type") == "array":
-                branch["maxItems"] = getattr(caps, cap_name)
+    for model in components.values():
+        for prop, field in model.get("properties", {}).items():
+            cap_name = _SCHEMA_CAPS.get(prop)
+            for branch in [field, *field.get("anyOf", [])] if cap_name else ():
+                if branch.get("type") == "integer":
+                    branch["maximum"] = getattr(caps, cap_name)
+                elif branch.get("type") == "array":
+                    branch["maxItems"] = getattr(caps, cap_name)
     return schema
