@@ -40,12 +40,13 @@ def example_images(run: RunDir, ids: set[str], batch_rows: int = 64) -> dict[str
     import pyarrow.parquet as pq
 
     from reasoner.rundir import RunDirError
+    from reasoner.training.stream import READ_BUFFER
 
     images: dict[str, bytes] = {}
     wanted = pa.array(sorted(ids), pa.string())
     for part in run.parts("examples") if ids else ():
         with run.fs.open_input_file(run.path("examples", part)) as handle:
-            reader = pq.ParquetFile(handle, buffer_size=1 << 20, pre_buffer=False)
+            reader = pq.ParquetFile(handle, buffer_size=READ_BUFFER, pre_buffer=False)
             for group in range(reader.num_row_groups):
                 if not pc.any(pc.is_in(reader.read_row_group(group, columns=["id"]).column("id"), wanted)).as_py():
                     continue
